@@ -1,0 +1,260 @@
+// Package blockstore keeps one replica's data on the local disk: a sparse
+// file holding the volume's bytes and a small checksummed metadata file.
+//
+// Writes land in the page cache; Sync makes every completed write durable
+// with fdatasync. Trim and zeroing punch holes, so unwritten and discarded
+// regions cost no disk space.
+package blockstore
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sync"
+
+	"golang.org/x/sys/unix"
+)
+
+const (
+	dataFile = "data"
+	metaFile = "meta"
+)
+
+var (
+	// ErrStaleEpoch means a request carried an epoch lower than the
+	// highest this replica has seen: it comes from a deposed primary.
+	ErrStaleEpoch = errors.New("stale epoch")
+	// ErrOutOfRange means an access reaches past the end of the volume.
+	ErrOutOfRange = errors.New("access beyond end of volume")
+	// ErrExists means Create found a replica of another volume or size.
+	ErrExists = errors.New("replica exists with different identity")
+	// ErrNotFound means Open found no replica in the directory.
+	ErrNotFound = errors.New("replica not found")
+)
+
+// Replica is one volume's data on this node. It is safe for concurrent
+// use; data I/O does not take the metadata lock.
+type Replica struct {
+	dir  string
+	file *os.File
+	size int64
+
+	mu   sync.Mutex // guards meta and metadata writes
+	meta Meta
+}
+
+// Create makes a new, empty replica in dir, or opens the one already there
+// when it has the same volume id and size (Create is idempotent).
+func Create(dir, volumeID string, size int64) (*Replica, error) {
+	if size <= 0 {
+		return nil, fmt.Errorf("create replica %s: size %d must be positive", volumeID, size)
+	}
+	r, err := Open(dir)
+	if err == nil {
+		if r.meta.VolumeID != volumeID || r.size != size {
+			r.Close()
+			return nil, fmt.Errorf("create replica %s in %s: %w (volume %s, size %d)",
+				volumeID, dir, ErrExists, r.meta.VolumeID, r.size)
+		}
+		return r, nil
+	}
+	if !errors.Is(err, ErrNotFound) {
+		return nil, err
+	}
+	return create(dir, Meta{VolumeID: volumeID, Size: size})
+}
+
+func create(dir string, m Meta) (*Replica, error) {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("create replica %s: %w", m.VolumeID, err)
+	}
+	f, err := os.OpenFile(filepath.Join(dir, dataFile), os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("create replica %s: %w", m.VolumeID, err)
+	}
+	if err := f.Truncate(m.Size); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("create replica %s: size data file: %w", m.VolumeID, err)
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("create replica %s: %w", m.VolumeID, err)
+	}
+	// The metadata file is written last: a replica without one is an
+	// unfinished create and Open reports it as not found.
+	if err := writeMetaFile(filepath.Join(dir, metaFile), m); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("create replica %s: write metadata: %w", m.VolumeID, err)
+	}
+	return &Replica{dir: dir, file: f, size: m.Size, meta: m}, nil
+}
+
+// Open opens the replica stored in dir.
+func Open(dir string) (*Replica, error) {
+	m, err := readMetaFile(filepath.Join(dir, metaFile))
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("open replica in %s: %w", dir, ErrNotFound)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("open replica in %s: %w", dir, err)
+	}
+	f, err := os.OpenFile(filepath.Join(dir, dataFile), os.O_RDWR, 0)
+	if err != nil {
+		return nil, fmt.Errorf("open replica %s: %w", m.VolumeID, err)
+	}
+	fi, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return nil, fmt.Errorf("open replica %s: %w", m.VolumeID, err)
+	}
+	if fi.Size() != m.Size {
+		f.Close()
+		return nil, fmt.Errorf("open replica %s: data file is %d bytes, metadata says %d: %w",
+			m.VolumeID, fi.Size(), m.Size, ErrCorruptMeta)
+	}
+	return &Replica{dir: dir, file: f, size: m.Size, meta: m}, nil
+}
+
+// Remove deletes the replica stored in dir. Removing a missing replica is
+// not an error.
+func Remove(dir string) error {
+	return os.RemoveAll(dir)
+}
+
+// Size returns the volume size in bytes.
+func (r *Replica) Size() int64 { return r.size }
+
+// Dir returns the directory holding the replica.
+func (r *Replica) Dir() string { return r.dir }
+
+// DataPath returns the path of the sparse data file.
+func (r *Replica) DataPath() string { return filepath.Join(r.dir, dataFile) }
+
+// Meta returns a copy of the replica's metadata.
+func (r *Replica) Meta() Meta {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.meta
+}
+
+// Epoch returns the highest epoch this replica has seen.
+func (r *Replica) Epoch() uint64 {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.meta.Epoch
+}
+
+func (r *Replica) check(off, length int64) error {
+	if off < 0 || length < 0 || off > r.size || length > r.size-off {
+		return fmt.Errorf("offset %d length %d on %d-byte volume: %w", off, length, r.size, ErrOutOfRange)
+	}
+	return nil
+}
+
+// ReadAt fills p with the bytes at off.
+func (r *Replica) ReadAt(p []byte, off int64) error {
+	if err := r.check(off, int64(len(p))); err != nil {
+		return err
+	}
+	_, err := r.file.ReadAt(p, off)
+	return err
+}
+
+// WriteAt writes p at off into the page cache. It is durable after the
+// next Sync.
+func (r *Replica) WriteAt(p []byte, off int64) error {
+	if err := r.check(off, int64(len(p))); err != nil {
+		return err
+	}
+	_, err := r.file.WriteAt(p, off)
+	return err
+}
+
+// PunchHole deallocates the range; it reads back as zeroes. It serves both
+// TRIM and WRITE_ZEROES. Partial blocks at the edges are zeroed by the
+// filesystem.
+func (r *Replica) PunchHole(off, length int64) error {
+	if err := r.check(off, length); err != nil {
+		return err
+	}
+	if length == 0 {
+		return nil
+	}
+	mode := uint32(unix.FALLOC_FL_PUNCH_HOLE | unix.FALLOC_FL_KEEP_SIZE)
+	if err := unix.Fallocate(int(r.file.Fd()), mode, off, length); err != nil {
+		return fmt.Errorf("punch hole at %d+%d: %w", off, length, err)
+	}
+	return nil
+}
+
+// Sync makes every write completed before the call durable (fdatasync).
+func (r *Replica) Sync() error {
+	return unix.Fdatasync(int(r.file.Fd()))
+}
+
+// NextData returns the start and end of the first allocated extent at or
+// after off. At the end of the data it returns (size, size).
+func (r *Replica) NextData(off int64) (start, end int64, err error) {
+	fd := int(r.file.Fd())
+	start, err = unix.Seek(fd, off, unix.SEEK_DATA)
+	if errors.Is(err, unix.ENXIO) {
+		return r.size, r.size, nil
+	}
+	if err != nil {
+		return 0, 0, fmt.Errorf("seek data from %d: %w", off, err)
+	}
+	end, err = unix.Seek(fd, start, unix.SEEK_HOLE)
+	if err != nil {
+		return 0, 0, fmt.Errorf("seek hole from %d: %w", start, err)
+	}
+	return start, end, nil
+}
+
+// ObserveEpoch records epoch as seen. It persists the epoch before
+// returning when it is higher than any seen so far, and returns
+// ErrStaleEpoch when it is lower.
+func (r *Replica) ObserveEpoch(epoch uint64) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	switch {
+	case epoch < r.meta.Epoch:
+		return fmt.Errorf("epoch %d, replica has seen %d: %w", epoch, r.meta.Epoch, ErrStaleEpoch)
+	case epoch == r.meta.Epoch:
+		return nil
+	}
+	m := r.meta
+	m.Epoch = epoch
+	return r.persistLocked(m)
+}
+
+// SetRebuilding records whether a background copy is under way. Clearing
+// it first makes the data durable, so a replica marked complete really is.
+func (r *Replica) SetRebuilding(rebuilding bool) error {
+	if !rebuilding {
+		if err := r.Sync(); err != nil {
+			return err
+		}
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.meta.Rebuilding == rebuilding {
+		return nil
+	}
+	m := r.meta
+	m.Rebuilding = rebuilding
+	return r.persistLocked(m)
+}
+
+func (r *Replica) persistLocked(m Meta) error {
+	if err := writeMetaFile(filepath.Join(r.dir, metaFile), m); err != nil {
+		return fmt.Errorf("persist metadata of %s: %w", m.VolumeID, err)
+	}
+	r.meta = m
+	return nil
+}
+
+// Close releases the data file.
+func (r *Replica) Close() error {
+	return r.file.Close()
+}

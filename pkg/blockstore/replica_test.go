@@ -1,0 +1,201 @@
+package blockstore
+
+import (
+	"bytes"
+	"errors"
+	"os"
+	"path/filepath"
+	"syscall"
+	"testing"
+)
+
+func newReplica(t *testing.T, size int64) *Replica {
+	t.Helper()
+	r, err := Create(filepath.Join(t.TempDir(), "vol"), "vol-1", size)
+	if err != nil {
+		t.Fatalf("Create: %v", err)
+	}
+	t.Cleanup(func() { r.Close() })
+	return r
+}
+
+func TestCreateIsIdempotentAndChecksIdentity(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "vol")
+	r, err := Create(dir, "vol-1", 1<<20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.Close()
+
+	again, err := Create(dir, "vol-1", 1<<20)
+	if err != nil {
+		t.Fatalf("second Create with same identity: %v", err)
+	}
+	again.Close()
+
+	for _, tc := range []struct {
+		name string
+		id   string
+		size int64
+	}{
+		{"other volume", "vol-2", 1 << 20},
+		{"other size", "vol-1", 2 << 20},
+	} {
+		if _, err := Create(dir, tc.id, tc.size); !errors.Is(err, ErrExists) {
+			t.Errorf("%s: got %v, want ErrExists", tc.name, err)
+		}
+	}
+}
+
+func TestDataFileIsSparse(t *testing.T) {
+	r := newReplica(t, 1<<30)
+	fi, err := os.Stat(r.DataPath())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fi.Size() != 1<<30 {
+		t.Fatalf("apparent size %d, want %d", fi.Size(), 1<<30)
+	}
+	if blocks := fi.Sys().(*syscall.Stat_t).Blocks; blocks != 0 {
+		t.Fatalf("fresh replica allocates %d blocks, want 0", blocks)
+	}
+}
+
+func TestBoundsAreEnforced(t *testing.T) {
+	r := newReplica(t, 8192)
+	for _, tc := range []struct {
+		name   string
+		off    int64
+		length int64
+	}{
+		{"past end", 8192, 1},
+		{"straddles end", 8000, 400},
+		{"negative offset", -1, 10},
+		{"huge length", 0, 1 << 62},
+	} {
+		buf := make([]byte, min(tc.length, 1<<16))
+		if tc.length <= 1<<16 {
+			if err := r.WriteAt(buf, tc.off); !errors.Is(err, ErrOutOfRange) {
+				t.Errorf("%s: WriteAt err %v, want ErrOutOfRange", tc.name, err)
+			}
+			if err := r.ReadAt(buf, tc.off); !errors.Is(err, ErrOutOfRange) {
+				t.Errorf("%s: ReadAt err %v, want ErrOutOfRange", tc.name, err)
+			}
+		}
+		if err := r.PunchHole(tc.off, tc.length); !errors.Is(err, ErrOutOfRange) {
+			t.Errorf("%s: PunchHole err %v, want ErrOutOfRange", tc.name, err)
+		}
+	}
+}
+
+func TestUnalignedWriteAndPunchHole(t *testing.T) {
+	r := newReplica(t, 3*4096)
+	want := make([]byte, 3*4096)
+	data := bytes.Repeat([]byte{0xab}, 5000)
+	if err := r.WriteAt(data, 1000); err != nil {
+		t.Fatal(err)
+	}
+	copy(want[1000:], data)
+	if err := r.PunchHole(1500, 3000); err != nil {
+		t.Fatal(err)
+	}
+	clear(want[1500:4500])
+	got := make([]byte, len(want))
+	if err := r.ReadAt(got, 0); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, want) {
+		t.Fatal("data after unaligned write and hole punch differs from model")
+	}
+}
+
+func TestEpochIsPersistedAndStaleEpochRefused(t *testing.T) {
+	r := newReplica(t, 4096)
+	if err := r.ObserveEpoch(5); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.ObserveEpoch(5); err != nil {
+		t.Fatalf("same epoch: %v", err)
+	}
+	if err := r.ObserveEpoch(4); !errors.Is(err, ErrStaleEpoch) {
+		t.Fatalf("lower epoch: got %v, want ErrStaleEpoch", err)
+	}
+	if err := r.SetRebuilding(true); err != nil {
+		t.Fatal(err)
+	}
+	r.Close()
+
+	reopened, err := Open(r.Dir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer reopened.Close()
+	want := Meta{VolumeID: "vol-1", Size: 4096, Epoch: 5, Rebuilding: true}
+	if got := reopened.Meta(); got != want {
+		t.Fatalf("reopened meta %+v, want %+v", got, want)
+	}
+}
+
+func TestCorruptMetadataIsDetected(t *testing.T) {
+	r := newReplica(t, 4096)
+	r.Close()
+	path := filepath.Join(r.Dir(), metaFile)
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b[14] ^= 0x01
+	if err := os.WriteFile(path, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Open(r.Dir()); !errors.Is(err, ErrCorruptMeta) {
+		t.Fatalf("Open of flipped metadata: got %v, want ErrCorruptMeta", err)
+	}
+}
+
+func TestOpenWithoutMetadataIsNotFound(t *testing.T) {
+	if _, err := Open(t.TempDir()); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("got %v, want ErrNotFound", err)
+	}
+}
+
+func TestNextDataSkipsHoles(t *testing.T) {
+	r := newReplica(t, 1<<20)
+	if err := r.WriteAt(make([]byte, 4096), 512<<10); err != nil {
+		t.Fatal(err)
+	}
+	start, end, err := r.NextData(0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if start != 512<<10 || end != 512<<10+4096 {
+		t.Fatalf("NextData(0) = %d,%d, want %d,%d", start, end, 512<<10, 512<<10+4096)
+	}
+	start, end, err = r.NextData(end)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if start != 1<<20 || end != 1<<20 {
+		t.Fatalf("NextData past last extent = %d,%d, want end of volume", start, end)
+	}
+}
+
+func FuzzDecodeMeta(f *testing.F) {
+	good, _ := encodeMeta(Meta{VolumeID: "v", Size: 4096, Epoch: 3})
+	f.Add(good)
+	f.Add([]byte("TRMD"))
+	f.Add([]byte{})
+	f.Fuzz(func(t *testing.T, b []byte) {
+		m, err := decodeMeta(b)
+		if err != nil {
+			return
+		}
+		again, err := encodeMeta(m)
+		if err != nil {
+			t.Fatalf("re-encode: %v", err)
+		}
+		if _, err := decodeMeta(again); err != nil {
+			t.Fatalf("decode of re-encoded meta: %v", err)
+		}
+	})
+}

@@ -1,0 +1,461 @@
+package replication
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"sync"
+	"time"
+
+	"k8s.io/klog/v2"
+
+	"github.com/trireme-csi/trireme/pkg/blockstore"
+)
+
+// Errors returned by the primary.
+var (
+	// ErrDeposed means a replica or the layout named a newer epoch: this
+	// node is no longer the volume's primary and must not serve it.
+	ErrDeposed = errors.New("primary deposed by a newer epoch")
+	// ErrClosed means the primary was shut down.
+	ErrClosed = errors.New("primary closed")
+	// ErrInvalidLayout means a layout update would break an invariant.
+	ErrInvalidLayout = errors.New("invalid layout")
+)
+
+// Dialer opens connections to replicas. *net.Dialer dials plain TCP; a
+// *tls.Dialer adds mutual TLS without any change to the protocol.
+type Dialer interface {
+	DialContext(ctx context.Context, network, address string) (net.Conn, error)
+}
+
+// Reporter is how the primary asks the controller to change a volume's
+// layout. Each call returns the layout the controller persisted (with a
+// higher epoch) or an error; the primary retries until it gets a layout
+// that resolves the report.
+type Reporter interface {
+	// ReplicaFaulted reports that nodeID did not acknowledge in time or
+	// lost its connection. Writes that need the replica wait until the
+	// returned layout no longer lists it as InSync.
+	ReplicaFaulted(ctx context.Context, volumeID string, epoch uint64, nodeID string, cause error) (Layout, error)
+	// ReplicaSynced reports that nodeID finished its background copy and
+	// has applied every live write sent so far.
+	ReplicaSynced(ctx context.Context, volumeID string, epoch uint64, nodeID string) (Layout, error)
+}
+
+// PrimaryOptions tune a primary.
+type PrimaryOptions struct {
+	// NodeID is this node's id; the layout's Primary must name it.
+	NodeID string
+	// Dialer connects to replicas. Nil means plain TCP.
+	Dialer Dialer
+	// Reporter receives fault and sync reports. With none, a faulted
+	// InSync replica blocks writes until a new layout arrives through
+	// UpdateLayout.
+	Reporter Reporter
+	// AckTimeout is how long a replica may take to acknowledge a request
+	// (or to accept a connection) before it is reported as faulted. Zero
+	// means 2 seconds.
+	AckTimeout time.Duration
+	// RetryInterval spaces repeated reports. Zero means 500ms.
+	RetryInterval time.Duration
+	// CopyChunk is the size of one background copy frame. Zero means 1 MiB.
+	CopyChunk int
+	// CopyWindow bounds the copy bytes in flight to one replica. Zero
+	// means 16 MiB.
+	CopyWindow int
+}
+
+func (o *PrimaryOptions) defaults() {
+	if o.Dialer == nil {
+		o.Dialer = &net.Dialer{}
+	}
+	if o.AckTimeout == 0 {
+		o.AckTimeout = 2 * time.Second
+	}
+	if o.RetryInterval == 0 {
+		o.RetryInterval = 500 * time.Millisecond
+	}
+	if o.CopyChunk == 0 {
+		o.CopyChunk = 1 << 20
+	}
+	if o.CopyWindow == 0 {
+		o.CopyWindow = 16 << 20
+	}
+}
+
+// Primary serves a volume from its local replica and replicates every
+// write, synchronously, to the other replicas of the layout.
+//
+// Writes are sequenced: the local write and the enqueueing of its frame
+// on every replica connection happen under one lock, so every replica
+// receives overlapping writes in the order the primary applied them. A
+// write is acknowledged once each replica the current layout lists as
+// InSync has acknowledged it (I1).
+type Primary struct {
+	store *blockstore.Replica
+	opts  PrimaryOptions
+	ctx   context.Context
+	stop  context.CancelFunc
+	wg    sync.WaitGroup
+
+	// seqMu orders writes: local apply plus enqueue on every link.
+	seqMu sync.Mutex
+
+	mu     sync.Mutex // guards everything below and link queues
+	layout Layout
+	links  map[string]*link
+	ops    map[uint64]*op
+	nextID uint64
+	fence  error
+}
+
+// op is one client request waiting for replica acknowledgements.
+type op struct {
+	id    uint64
+	links []*link
+	acked []bool
+	err   error
+	done  chan struct{}
+}
+
+// NewPrimary starts serving the volume held in store with the given
+// layout, connecting to every other InSync or Syncing replica.
+func NewPrimary(store *blockstore.Replica, layout Layout, opts PrimaryOptions) (*Primary, error) {
+	opts.defaults()
+	if err := checkLayout(layout, opts.NodeID, store.Size()); err != nil {
+		return nil, err
+	}
+	if err := store.ObserveEpoch(layout.Epoch); err != nil {
+		return nil, fmt.Errorf("start primary for %s: %w", layout.VolumeID, err)
+	}
+	ctx, stop := context.WithCancel(context.Background())
+	p := &Primary{
+		store: store, opts: opts, ctx: ctx, stop: stop,
+		links: map[string]*link{}, ops: map[uint64]*op{},
+	}
+	p.mu.Lock()
+	p.layout = layout
+	p.applyLinksLocked(layout)
+	p.mu.Unlock()
+	klog.InfoS("Serving volume as primary", "volume", layout.VolumeID, "epoch", layout.Epoch, "replicas", len(layout.Replicas))
+	return p, nil
+}
+
+func checkLayout(l Layout, self string, size int64) error {
+	if l.Primary != self {
+		return fmt.Errorf("%w: primary is %q, this node is %q", ErrInvalidLayout, l.Primary, self)
+	}
+	if l.Size != size {
+		return fmt.Errorf("%w: size %d, replica holds %d", ErrInvalidLayout, l.Size, size)
+	}
+	found := false
+	for _, r := range l.Replicas {
+		if r.NodeID == self {
+			found = r.State == InSync
+		}
+	}
+	if !found {
+		return fmt.Errorf("%w: primary %s is not an InSync replica", ErrInvalidLayout, self)
+	}
+	return nil
+}
+
+// Size returns the volume size in bytes.
+func (p *Primary) Size() int64 { return p.store.Size() }
+
+// Layout returns the layout the primary is acting on.
+func (p *Primary) Layout() Layout {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.layout
+}
+
+// ReadAt reads from the primary's own replica, which holds every
+// acknowledged write.
+func (p *Primary) ReadAt(ctx context.Context, b []byte, off int64) error {
+	if err := p.fenced(); err != nil {
+		return err
+	}
+	return p.store.ReadAt(b, off)
+}
+
+// WriteAt writes b at off on every replica. It does not retain b.
+func (p *Primary) WriteAt(ctx context.Context, b []byte, off int64, fua bool) error {
+	data := append([]byte(nil), b...)
+	f := Frame{Op: OpWrite, Offset: uint64(off), Length: uint32(len(data)), Payload: data}
+	if fua {
+		f.Flags = FlagFUA
+	}
+	o, err := p.sequence(f, func() error { return p.store.WriteAt(data, off) })
+	if err != nil {
+		return err
+	}
+	return p.finishLocal(ctx, o, fua)
+}
+
+// Trim discards a range on every replica.
+func (p *Primary) Trim(ctx context.Context, off, length int64) error {
+	return p.WriteZeroes(ctx, off, length, false)
+}
+
+// WriteZeroes makes a range read as zeroes on every replica.
+func (p *Primary) WriteZeroes(ctx context.Context, off, length int64, fua bool) error {
+	f := Frame{Op: OpZero, Offset: uint64(off), Length: uint32(length)}
+	if length > 1<<31 {
+		// Split: the frame's length field is 32 bits.
+		if err := p.WriteZeroes(ctx, off, 1<<30, fua); err != nil {
+			return err
+		}
+		return p.WriteZeroes(ctx, off+1<<30, length-1<<30, fua)
+	}
+	if fua {
+		f.Flags = FlagFUA
+	}
+	o, err := p.sequence(f, func() error { return p.store.PunchHole(off, length) })
+	if err != nil {
+		return err
+	}
+	return p.finishLocal(ctx, o, fua)
+}
+
+// Flush returns once every write acknowledged before it is durable on the
+// primary and on every InSync replica.
+func (p *Primary) Flush(ctx context.Context) error {
+	o, err := p.sequence(Frame{Op: OpFlush}, nil)
+	if err != nil {
+		return err
+	}
+	return p.finishLocal(ctx, o, true)
+}
+
+func (p *Primary) finishLocal(ctx context.Context, o *op, sync bool) error {
+	if sync {
+		if err := p.store.Sync(); err != nil {
+			return fmt.Errorf("sync local replica: %w", err)
+		}
+	}
+	select {
+	case <-o.done:
+		return o.err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func (p *Primary) fenced() error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.fence
+}
+
+// sequence applies a request locally and queues it to every replica link
+// as one step, so replicas see requests in the primary's order.
+func (p *Primary) sequence(f Frame, local func() error) (*op, error) {
+	p.seqMu.Lock()
+	defer p.seqMu.Unlock()
+	if err := p.fenced(); err != nil {
+		return nil, err
+	}
+	if local != nil {
+		if err := local(); err != nil {
+			return nil, fmt.Errorf("local replica: %w", err)
+		}
+	}
+
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.fence != nil {
+		return nil, p.fence
+	}
+	p.nextID++
+	o := &op{id: p.nextID, done: make(chan struct{})}
+	for _, l := range p.links {
+		if l.faulted != nil && l.state != InSync {
+			continue
+		}
+		o.links = append(o.links, l)
+		o.acked = append(o.acked, false)
+		if l.faulted == nil {
+			l.enqueueLocked(f, &pending{op: o, idx: len(o.links) - 1})
+		}
+	}
+	p.ops[o.id] = o
+	p.tryCompleteLocked(o)
+	return o, nil
+}
+
+// tryCompleteLocked finishes o when every replica the layout counts has
+// acknowledged it. A replica whose link joined after o was sequenced is
+// not in o.links: it gets o's data from the background copy, which ends
+// before it can become InSync.
+func (p *Primary) tryCompleteLocked(o *op) {
+	for i, l := range o.links {
+		if !o.acked[i] && p.links[l.node] == l && l.state == InSync {
+			return
+		}
+	}
+	p.finishOpLocked(o, nil)
+}
+
+func (p *Primary) finishOpLocked(o *op, err error) {
+	delete(p.ops, o.id)
+	o.err = err
+	close(o.done)
+}
+
+func (p *Primary) recheckLocked() {
+	for _, o := range p.ops {
+		p.tryCompleteLocked(o)
+	}
+}
+
+// fenceLocked stops the primary from serving: pending and future requests
+// fail with err.
+func (p *Primary) fenceLocked(err error) {
+	if p.fence != nil {
+		return
+	}
+	p.fence = err
+	for _, o := range p.ops {
+		p.finishOpLocked(o, err)
+	}
+	for _, l := range p.links {
+		l.closeLocked()
+	}
+	klog.InfoS("Primary stopped serving", "volume", p.layout.VolumeID, "epoch", p.layout.Epoch, "reason", err)
+}
+
+// UpdateLayout moves the primary to a newer layout: replicas leave or join
+// the write path, and writes waiting only for removed replicas complete.
+// An older layout is ignored. A layout naming another primary fences this
+// one.
+func (p *Primary) UpdateLayout(l Layout) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.fence != nil {
+		return p.fence
+	}
+	if l.Epoch <= p.layout.Epoch {
+		return nil
+	}
+	if l.Primary != p.opts.NodeID {
+		p.fenceLocked(fmt.Errorf("%w: epoch %d names primary %s", ErrDeposed, l.Epoch, l.Primary))
+		return nil
+	}
+	if err := p.validateUpdateLocked(l); err != nil {
+		return err
+	}
+	if err := p.store.ObserveEpoch(l.Epoch); err != nil {
+		p.fenceLocked(fmt.Errorf("%w: %v", ErrDeposed, err))
+		return err
+	}
+	p.layout = l
+	p.applyLinksLocked(l)
+	p.recheckLocked()
+	klog.InfoS("Primary moved to new layout", "volume", l.VolumeID, "epoch", l.Epoch, "replicas", states(l))
+	return nil
+}
+
+// validateUpdateLocked refuses a layout that would count a replica for
+// acknowledgement without it having every write: a replica can become
+// InSync only from Syncing (after its copy) or by staying InSync.
+func (p *Primary) validateUpdateLocked(l Layout) error {
+	if err := checkLayout(l, p.opts.NodeID, p.store.Size()); err != nil {
+		return err
+	}
+	for _, r := range l.Replicas {
+		if r.NodeID == p.opts.NodeID || r.State != InSync {
+			continue
+		}
+		cur, ok := p.links[r.NodeID]
+		if !ok || (cur.faulted != nil && cur.state != InSync) {
+			return fmt.Errorf("%w: %s cannot become InSync without a completed copy", ErrInvalidLayout, r.NodeID)
+		}
+		if cur.state == Syncing && !cur.copied.Load() {
+			return fmt.Errorf("%w: %s has not finished its copy", ErrInvalidLayout, r.NodeID)
+		}
+	}
+	return nil
+}
+
+// applyLinksLocked makes the set of links match l.
+func (p *Primary) applyLinksLocked(l Layout) {
+	want := map[string]ReplicaInfo{}
+	for _, r := range l.Replicas {
+		if r.NodeID != p.opts.NodeID && (r.State == InSync || r.State == Syncing) {
+			want[r.NodeID] = r
+		}
+	}
+	for id, lk := range p.links {
+		if _, ok := want[id]; !ok {
+			lk.closeLocked()
+			delete(p.links, id)
+		}
+	}
+	for id, r := range want {
+		lk, ok := p.links[id]
+		if ok && lk.faulted != nil && r.State == Syncing {
+			// A new copy replaces a failed one.
+			lk.closeLocked()
+			ok = false
+		}
+		if !ok {
+			p.links[id] = p.startLink(r)
+			continue
+		}
+		lk.state = r.State
+	}
+}
+
+func states(l Layout) []string {
+	out := make([]string, 0, len(l.Replicas))
+	for _, r := range l.Replicas {
+		out = append(out, r.NodeID+"="+string(r.State))
+	}
+	return out
+}
+
+// Close stops the primary. Pending requests fail with ErrClosed.
+func (p *Primary) Close() error {
+	p.mu.Lock()
+	p.fenceLocked(ErrClosed)
+	p.mu.Unlock()
+	p.stop()
+	p.wg.Wait()
+	return nil
+}
+
+// ReplicaStatus describes one replica as the primary sees it.
+type ReplicaStatus struct {
+	NodeID string
+	State  ReplicaState
+	// Connected is true while the replication connection is up.
+	Connected bool
+	// Fault is why the replica left the write path, if it did.
+	Fault string
+	// SyncedBytes and TotalBytes give a Syncing replica's copy progress.
+	SyncedBytes int64
+	TotalBytes  int64
+}
+
+// Status reports the replicas the primary is replicating to.
+func (p *Primary) Status() []ReplicaStatus {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	out := []ReplicaStatus{{NodeID: p.opts.NodeID, State: InSync, Connected: true,
+		SyncedBytes: p.store.Size(), TotalBytes: p.store.Size()}}
+	for _, l := range p.links {
+		st := ReplicaStatus{NodeID: l.node, State: l.state, Connected: l.conn != nil && l.faulted == nil,
+			SyncedBytes: l.syncedBytes.Load(), TotalBytes: p.store.Size()}
+		if l.faulted != nil {
+			st.Fault = l.faulted.Error()
+		}
+		if l.state == InSync {
+			st.SyncedBytes = st.TotalBytes
+		}
+		out = append(out, st)
+	}
+	return out
+}

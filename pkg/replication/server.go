@@ -1,0 +1,335 @@
+package replication
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"sync"
+	"time"
+
+	"k8s.io/klog/v2"
+
+	"github.com/trireme-csi/trireme/pkg/blockstore"
+)
+
+// Volumes gives the replica server the local replicas it may serve.
+type Volumes interface {
+	// Replica returns the local replica of the volume, or false.
+	Replica(volumeID string) (*blockstore.Replica, bool)
+}
+
+// ServerOptions tune a replica server.
+type ServerOptions struct {
+	// HelloTimeout bounds how long a new connection may take to bind to a
+	// volume. Zero means 10 seconds.
+	HelloTimeout time.Duration
+}
+
+// Server is the replica side of the replication protocol: it accepts
+// connections from primaries and applies their frames to local replicas,
+// in the order they arrive.
+type Server struct {
+	volumes Volumes
+	opts    ServerOptions
+
+	mu     sync.Mutex
+	closed bool
+	lis    []net.Listener
+	conns  map[net.Conn]*serverConn
+	wg     sync.WaitGroup
+}
+
+// NewServer returns a server for the given replicas.
+func NewServer(volumes Volumes, opts ServerOptions) *Server {
+	if opts.HelloTimeout == 0 {
+		opts.HelloTimeout = 10 * time.Second
+	}
+	return &Server{volumes: volumes, opts: opts, conns: map[net.Conn]*serverConn{}}
+}
+
+// Serve accepts connections on l until the server is closed. Wrap l with
+// tls.NewListener to require TLS; the protocol does not change.
+func (s *Server) Serve(l net.Listener) error {
+	if !s.track(l) {
+		return net.ErrClosed
+	}
+	for {
+		c, err := l.Accept()
+		if err != nil {
+			if s.isClosed() {
+				return nil
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				continue
+			}
+			return err
+		}
+		sc := newServerConn(s, c)
+		if !s.addConn(sc) {
+			c.Close()
+			return nil
+		}
+		go func() {
+			defer s.wg.Done()
+			defer s.dropConn(c)
+			sc.serve()
+		}()
+	}
+}
+
+func (s *Server) track(l net.Listener) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return false
+	}
+	s.lis = append(s.lis, l)
+	return true
+}
+
+func (s *Server) isClosed() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.closed
+}
+
+func (s *Server) addConn(sc *serverConn) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return false
+	}
+	s.conns[sc.conn] = sc
+	s.wg.Add(1)
+	return true
+}
+
+func (s *Server) dropConn(c net.Conn) {
+	c.Close()
+	s.mu.Lock()
+	delete(s.conns, c)
+	s.mu.Unlock()
+}
+
+// Close stops accepting, closes every connection and waits for their
+// handlers to return.
+func (s *Server) Close() error {
+	s.mu.Lock()
+	s.closed = true
+	for _, l := range s.lis {
+		l.Close()
+	}
+	for c := range s.conns {
+		c.Close()
+	}
+	s.mu.Unlock()
+	s.wg.Wait()
+	return nil
+}
+
+// CloseVolume closes the connections bound to volumeID, for example when
+// the replica is deleted.
+func (s *Server) CloseVolume(volumeID string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for c, sc := range s.conns {
+		if sc.boundTo() == volumeID {
+			c.Close()
+		}
+	}
+}
+
+// serverConn applies one primary's frames to one replica.
+type serverConn struct {
+	srv     *Server
+	conn    net.Conn
+	peer    string
+	reader  *bufio.Reader
+	replica *blockstore.Replica
+	size    int64
+
+	mu     sync.Mutex // guards volume, read by CloseVolume
+	volume string
+
+	replies chan Frame
+	wg      sync.WaitGroup // async flushes and the reply writer
+}
+
+func newServerConn(s *Server, c net.Conn) *serverConn {
+	return &serverConn{srv: s, conn: c, peer: c.RemoteAddr().String(), replies: make(chan Frame, 256)}
+}
+
+func (c *serverConn) serve() {
+	done := make(chan struct{})
+	go c.writeReplies(done)
+	defer func() {
+		c.wg.Wait()
+		close(c.replies)
+		<-done
+	}()
+	if err := c.hello(); err != nil {
+		klog.InfoS("Refused replication connection", "peer", c.peer, "err", err)
+		return
+	}
+	klog.V(2).InfoS("Replication connection bound", "peer", c.peer, "volume", c.volume, "epoch", c.replica.Epoch())
+	c.applyLoop()
+}
+
+func (c *serverConn) hello() error {
+	c.conn.SetReadDeadline(time.Now().Add(c.srv.opts.HelloTimeout))
+	r := bufio.NewReaderSize(c.conn, 64<<10)
+	f, err := ReadFrame(r)
+	if err != nil {
+		return fmt.Errorf("read hello: %w", err)
+	}
+	c.conn.SetReadDeadline(time.Time{})
+	if f.Op != OpHello {
+		c.reply(f, StatusNotBound, nil)
+		return fmt.Errorf("op %d before hello: %w", f.Op, ErrNotBound)
+	}
+	if len(f.Payload) == 0 || len(f.Payload) > maxVolumeID {
+		c.reply(f, StatusBadRequest, nil)
+		return fmt.Errorf("hello with %d-byte volume id: %w", len(f.Payload), ErrBadRequest)
+	}
+	id := string(f.Payload)
+	rep, ok := c.srv.volumes.Replica(id)
+	if !ok {
+		c.reply(f, StatusUnknownVolume, nil)
+		return fmt.Errorf("volume %q: %w", id, ErrUnknownVolume)
+	}
+	if err := rep.ObserveEpoch(f.Epoch); err != nil {
+		c.replyErr(f, err)
+		return fmt.Errorf("volume %s: %w", id, err)
+	}
+	c.replica, c.size, c.reader = rep, rep.Size(), r
+	c.mu.Lock()
+	c.volume = id
+	c.mu.Unlock()
+	c.reply(f, StatusOK, nil)
+	return nil
+}
+
+func (c *serverConn) boundTo() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.volume
+}
+
+// applyLoop applies frames in arrival order. The order matters: the
+// primary sends overlapping live writes and background copy data in the
+// order it wants them applied (I5), so nothing here reorders writes.
+func (c *serverConn) applyLoop() {
+	for {
+		f, err := ReadFrame(c.reader)
+		if err != nil {
+			c.readFailed(f, err)
+			return
+		}
+		c.apply(&f)
+	}
+}
+
+func (c *serverConn) readFailed(f Frame, err error) {
+	switch {
+	case errors.Is(err, io.EOF), errors.Is(err, net.ErrClosed):
+		klog.V(2).InfoS("Replication connection closed", "peer", c.peer, "volume", c.volume)
+	case errors.Is(err, ErrBadChecksum), errors.Is(err, ErrBadVersion),
+		errors.Is(err, ErrTooLarge), errors.Is(err, ErrBadMagic):
+		// The stream cannot be trusted past a bad frame: answer what can
+		// be answered and drop the connection.
+		c.reply(f, StatusBadRequest, nil)
+		klog.InfoS("Dropping replication connection after bad frame", "peer", c.peer, "volume", c.volume, "err", err)
+	default:
+		klog.InfoS("Replication connection failed", "peer", c.peer, "volume", c.volume, "err", err)
+	}
+}
+
+func (c *serverConn) apply(f *Frame) {
+	if err := validateRequest(f, c.size); err != nil {
+		klog.InfoS("Refused replication request", "peer", c.peer, "volume", c.volume, "op", f.Op, "err", err)
+		c.reply(*f, StatusBadRequest, nil)
+		return
+	}
+	if err := c.replica.ObserveEpoch(f.Epoch); err != nil {
+		klog.V(2).InfoS("Refused request with stale epoch", "peer", c.peer, "volume", c.volume, "epoch", f.Epoch, "replicaEpoch", c.replica.Epoch())
+		c.replyErr(*f, err)
+		return
+	}
+	switch f.Op {
+	case OpWrite:
+		c.finish(*f, c.replica.WriteAt(f.Payload, int64(f.Offset)), f.Flags&FlagFUA != 0)
+	case OpZero:
+		c.finish(*f, c.replica.PunchHole(int64(f.Offset), int64(f.Length)), f.Flags&FlagFUA != 0)
+	case OpFlush:
+		c.finish(*f, nil, true)
+	case OpRead:
+		buf := make([]byte, f.Length)
+		err := c.replica.ReadAt(buf, int64(f.Offset))
+		c.replyErr(*f, err, buf...)
+	case OpSyncStart:
+		c.replyErr(*f, c.replica.SetRebuilding(true))
+	case OpSyncDone:
+		c.replyErr(*f, c.replica.SetRebuilding(false))
+	}
+}
+
+// finish replies to a request whose data has been applied. When the
+// request needs durability, fdatasync runs off the apply loop so later
+// writes keep flowing; it still covers every write applied before it.
+func (c *serverConn) finish(f Frame, err error, durable bool) {
+	if err != nil || !durable {
+		c.replyErr(f, err)
+		return
+	}
+	c.wg.Add(1)
+	go func() {
+		defer c.wg.Done()
+		c.replyErr(f, c.replica.Sync())
+	}()
+}
+
+func (c *serverConn) replyErr(f Frame, err error, payload ...byte) {
+	switch {
+	case err == nil:
+		c.reply(f, StatusOK, payload)
+	case errors.Is(err, blockstore.ErrStaleEpoch):
+		c.reply(f, StatusStaleEpoch, nil)
+	case errors.Is(err, blockstore.ErrOutOfRange):
+		c.reply(f, StatusBadRequest, nil)
+	default:
+		klog.ErrorS(err, "Replica I/O failed", "peer", c.peer, "volume", c.volume, "op", f.Op)
+		c.reply(f, StatusIOError, nil)
+	}
+}
+
+func (c *serverConn) reply(req Frame, st Status, payload []byte) {
+	var epoch uint64
+	if c.replica != nil {
+		epoch = c.replica.Epoch()
+	}
+	c.replies <- Frame{Op: OpReply, ID: req.ID, Epoch: epoch, Status: st, Payload: payload}
+}
+
+// writeReplies sends replies, batching those that queue up into one
+// write. After a write error it keeps draining so senders never block.
+func (c *serverConn) writeReplies(done chan<- struct{}) {
+	defer close(done)
+	w := bufio.NewWriterSize(c.conn, 64<<10)
+	var failed bool
+	for f := range c.replies {
+		if failed {
+			continue
+		}
+		_, err := f.WriteTo(w)
+		if err == nil && len(c.replies) == 0 {
+			err = w.Flush()
+		}
+		if err != nil {
+			failed = true
+			c.conn.Close()
+		}
+	}
+}
