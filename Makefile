@@ -1,0 +1,46 @@
+# Trireme. `make demo` runs the main job on this machine; `make test` runs
+# the tests. Both need Linux and root; missing Debian packages are
+# installed by hack/install-deps.sh.
+
+GO        ?= go
+BIN       := bin
+CACHE     := $(CURDIR)/.cache
+TOOLS     := $(CACHE)/bin
+PKGS      := ./...
+FUZZTIME  ?= 10m
+TEST_TIMEOUT ?= 30m
+
+export GOBIN := $(TOOLS)
+
+.PHONY: all build deps test unit fuzz demo bench generate lint clean
+
+all: build
+
+build:
+	$(GO) build -o $(BIN)/trireme ./cmd/trireme
+
+deps:
+	@hack/install-deps.sh
+
+# test runs every test, including the fuzz targets' seed corpora and the
+# tests that drive real NBD clients, fio, loop devices and mounts.
+test: deps
+	$(GO) vet $(PKGS)
+	$(GO) test -count=1 -timeout $(TEST_TIMEOUT) $(PKGS)
+	$(GO) test -count=1 -race -timeout $(TEST_TIMEOUT) ./pkg/replication/ ./pkg/nbd/
+
+# fuzz runs each fuzz target for FUZZTIME.
+fuzz:
+	hack/fuzz.sh $(FUZZTIME)
+
+demo: deps build
+	$(BIN)/trireme demo
+
+bench: deps build
+	$(GO) run ./test/bench --trireme $(BIN)/trireme --out docs/benchmarks.md
+
+generate:
+	hack/generate.sh
+
+clean:
+	rm -rf $(BIN)
