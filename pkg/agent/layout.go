@@ -1,0 +1,120 @@
+package agent
+
+import (
+	"errors"
+	"fmt"
+	"slices"
+
+	"k8s.io/klog/v2"
+
+	"github.com/trireme-csi/trireme/pkg/replication"
+)
+
+// setLayout acts on a new layout of a volume. The node it names primary
+// starts serving the volume, or moves its running primary to the layout;
+// any other node stops serving it and records the layout, leaving the
+// replica's epoch to be raised by the primary's frames. l must have passed
+// validateLayout.
+func (a *Agent) setLayout(l replication.Layout) (volumeInfo, error) {
+	release, err := a.begin(l.VolumeID)
+	if err != nil {
+		return volumeInfo{}, err
+	}
+	defer release()
+
+	self := l.Primary == a.cfg.NodeID
+	st, ok := a.state(l.VolumeID)
+	switch {
+	case !ok && self:
+		return volumeInfo{}, fmt.Errorf("volume %s, epoch %d: %w", l.VolumeID, l.Epoch, ErrNoLocalReplica)
+	case !ok:
+		return volumeInfo{}, fmt.Errorf("volume %s: %w", l.VolumeID, ErrNotFound)
+	}
+	if err := checkLayoutFits(st, l); err != nil {
+		return volumeInfo{}, err
+	}
+
+	if self {
+		err = a.servePrimary(st, l)
+	} else {
+		a.stopPrimary(l.VolumeID, st.primary, l.Epoch)
+	}
+	if err != nil {
+		return volumeInfo{}, err
+	}
+	a.recordLayout(l)
+	st, _ = a.state(l.VolumeID)
+	return describe(st), nil
+}
+
+// checkLayoutFits refuses a layout that does not match the local replica
+// or is older than what this node already knows.
+func checkLayoutFits(st volumeState, l replication.Layout) error {
+	if size := st.replica.Size(); l.Size != size {
+		return fmt.Errorf("volume %s: layout says %d bytes, replica holds %d: %w", l.VolumeID, l.Size, size, ErrSizeMismatch)
+	}
+	if seen := st.replica.Epoch(); l.Epoch < seen {
+		return fmt.Errorf("volume %s: layout epoch %d, replica has seen %d: %w", l.VolumeID, l.Epoch, seen, ErrStaleLayout)
+	}
+	cur := st.currentLayout()
+	switch {
+	case cur == nil:
+		return nil
+	case l.Epoch < cur.Epoch:
+		return fmt.Errorf("volume %s: layout epoch %d, node has %d: %w", l.VolumeID, l.Epoch, cur.Epoch, ErrStaleLayout)
+	case l.Epoch == cur.Epoch && !layoutsEqual(l, *cur):
+		return fmt.Errorf("volume %s, epoch %d: %w", l.VolumeID, l.Epoch, ErrLayoutConflict)
+	}
+	return nil
+}
+
+func layoutsEqual(x, y replication.Layout) bool {
+	return x.VolumeID == y.VolumeID && x.Size == y.Size && x.Epoch == y.Epoch &&
+		x.Primary == y.Primary && slices.Equal(x.Replicas, y.Replicas)
+}
+
+// servePrimary moves the running primary to l, or starts one. A primary
+// that a newer epoch has fenced is replaced: it can serve no more, and l
+// says this node is primary again.
+func (a *Agent) servePrimary(st volumeState, l replication.Layout) error {
+	if p := st.primary; p != nil {
+		err := p.UpdateLayout(l)
+		if err == nil || errors.Is(err, replication.ErrInvalidLayout) {
+			return err
+		}
+		klog.InfoS("Replacing fenced primary", "volume", l.VolumeID, "node", a.cfg.NodeID, "epoch", l.Epoch, "err", err)
+		a.stopPrimary(l.VolumeID, p, l.Epoch)
+	}
+	p, err := replication.NewPrimary(st.replica, l, a.primaryOptions())
+	if err != nil {
+		return err
+	}
+	a.mu.Lock()
+	a.primaries[l.VolumeID] = p
+	a.mu.Unlock()
+	klog.InfoS("Exporting volume over NBD", "volume", l.VolumeID, "node", a.cfg.NodeID, "epoch", l.Epoch)
+	return nil
+}
+
+// stopPrimary stops p, the running primary of id if any: NBD clients of
+// it see their requests fail.
+func (a *Agent) stopPrimary(id string, p *replication.Primary, epoch uint64) {
+	if p == nil {
+		return
+	}
+	a.mu.Lock()
+	if a.primaries[id] == p {
+		delete(a.primaries, id)
+	}
+	a.mu.Unlock()
+	p.Close()
+	klog.InfoS("Stopped serving volume", "volume", id, "node", a.cfg.NodeID, "epoch", epoch)
+}
+
+func (a *Agent) recordLayout(l replication.Layout) {
+	l.Replicas = slices.Clone(l.Replicas)
+	a.mu.Lock()
+	a.layouts[l.VolumeID] = l
+	a.mu.Unlock()
+	klog.V(2).InfoS("Recorded layout", "volume", l.VolumeID, "node", a.cfg.NodeID, "epoch", l.Epoch, "primary", l.Primary)
+}
