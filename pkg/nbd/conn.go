@@ -1,0 +1,153 @@
+package nbd
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"sync"
+	"sync/atomic"
+
+	"k8s.io/klog/v2"
+)
+
+// conn is one client connection, from greeting to close.
+type conn struct {
+	srv    *Server
+	nc     net.Conn
+	remote string
+	br     *bufio.Reader
+	ctx    context.Context
+	cancel context.CancelFunc
+
+	// Set by negotiation, read-only afterwards.
+	noZeroes bool
+	name     string
+	export   Export
+	size     uint64
+
+	wmu   sync.Mutex // serialises replies
+	limit *limiter
+
+	closeOnce sync.Once
+	failMu    sync.Mutex
+	failure   error
+
+	requests     atomic.Int64
+	rejected     atomic.Int64
+	exportErrors atomic.Int64
+}
+
+// newConn wraps an accepted connection.
+func newConn(s *Server, nc net.Conn) *conn {
+	ctx, cancel := context.WithCancel(context.Background())
+	return &conn{
+		srv:    s,
+		nc:     nc,
+		remote: nc.RemoteAddr().String(),
+		br:     bufio.NewReaderSize(nc, 64<<10),
+		ctx:    ctx,
+		cancel: cancel,
+		limit:  newLimiter(s.opts.MaxInFlight, s.opts.MaxInFlightBytes),
+	}
+}
+
+// serve runs negotiation and transmission, then closes the connection.
+func (c *conn) serve() error {
+	klog.V(2).InfoS("NBD client connected", "remote", c.remote)
+	err := c.negotiate()
+	if err == nil {
+		err = c.transmit()
+	}
+	err = c.reason(err)
+	c.shutdown()
+	c.limit.waitIdle()
+	c.logEnd(err)
+	if errors.Is(err, errClientAborted) {
+		return nil
+	}
+	return err
+}
+
+// shutdown cancels the Export context and closes the socket. It is safe
+// to call more than once and from any goroutine.
+func (c *conn) shutdown() {
+	c.closeOnce.Do(func() {
+		c.cancel()
+		c.nc.Close()
+	})
+}
+
+// fail records why a handler gave up on the connection and closes it.
+// Failures after shutdown are consequences, not reasons, and are dropped.
+func (c *conn) fail(err error) {
+	c.failMu.Lock()
+	if c.failure == nil && c.ctx.Err() == nil {
+		c.failure = err
+	}
+	c.failMu.Unlock()
+	c.shutdown()
+}
+
+// reason picks the error that explains the end of the connection. It
+// runs before serve's own shutdown, so a connection already shut down was
+// closed by a failing handler, whose error beats the read error it
+// caused, or by Server.Close.
+func (c *conn) reason(err error) error {
+	c.failMu.Lock()
+	defer c.failMu.Unlock()
+	switch {
+	case c.failure != nil:
+		return c.failure
+	case err != nil && c.ctx.Err() != nil:
+		return ErrServerClosed
+	default:
+		return err
+	}
+}
+
+// readFull reads the start of a frame. A clean EOF before the first byte
+// means the client went away between frames.
+func (c *conn) readFull(b []byte) error {
+	n, err := io.ReadFull(c.br, b)
+	if err != nil && n == 0 && errors.Is(err, io.EOF) {
+		return errClientDisconnected
+	}
+	return readError(err)
+}
+
+// readRest reads the remainder of a frame whose header was already read.
+func (c *conn) readRest(b []byte) error {
+	_, err := io.ReadFull(c.br, b)
+	return readError(err)
+}
+
+// discard skips n payload bytes of a refused write.
+func (c *conn) discard(n uint32) error {
+	_, err := io.CopyN(io.Discard, c.br, int64(n))
+	return readError(err)
+}
+
+// readError names a read failure after what it means for the protocol.
+func readError(err error) error {
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
+		return errTruncated
+	case errors.Is(err, os.ErrDeadlineExceeded):
+		return fmt.Errorf("%w: %w", errHandshakeTimeout, err)
+	default:
+		return err
+	}
+}
+
+// write sends b in one call. Negotiation is single-threaded; transmission
+// replies go through sendReply instead.
+func (c *conn) write(b []byte) error {
+	_, err := c.nc.Write(b)
+	return err
+}
