@@ -1,0 +1,164 @@
+package main
+
+import (
+	"bufio"
+	"fmt"
+	"os"
+	"os/exec"
+	"runtime"
+	"strings"
+	"time"
+)
+
+// memorySample is the primary node process's memory at one moment.
+type memorySample struct {
+	label    string
+	rssKiB   int64
+	peakKiB  int64
+	readFail error
+}
+
+func (m *memorySample) read(pid int) {
+	f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		m.readFail = err
+		return
+	}
+	defer f.Close()
+	s := bufio.NewScanner(f)
+	for s.Scan() {
+		var v int64
+		if _, err := fmt.Sscanf(s.Text(), "VmRSS: %d kB", &v); err == nil {
+			m.rssKiB = v
+		}
+		if _, err := fmt.Sscanf(s.Text(), "VmHWM: %d kB", &v); err == nil {
+			m.peakKiB = v
+		}
+	}
+}
+
+func machine(dir string) []string {
+	return []string{
+		"CPU: " + cpuModel() + fmt.Sprintf(", %d cores", runtime.NumCPU()),
+		"Memory: " + firstLine("/proc/meminfo"),
+		"Kernel: " + commandOut("uname", "-sr"),
+		"Disk holding the data: " + commandOut("df", "-hT", "--output=source,fstype,size", dir),
+		"Go: " + runtime.Version(),
+		"fio: " + commandOut("fio", "--version"),
+		"qemu-nbd: " + firstOf(commandOut("qemu-nbd", "--version")),
+	}
+}
+
+func cpuModel() string {
+	f, err := os.Open("/proc/cpuinfo")
+	if err != nil {
+		return "unknown"
+	}
+	defer f.Close()
+	s := bufio.NewScanner(f)
+	for s.Scan() {
+		if k, v, ok := strings.Cut(s.Text(), ":"); ok && strings.TrimSpace(k) == "model name" {
+			return strings.TrimSpace(v)
+		}
+	}
+	return "unknown"
+}
+
+func firstLine(path string) string {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return "unknown"
+	}
+	return strings.Join(strings.Fields(firstOf(string(b))), " ")
+}
+
+func firstOf(s string) string {
+	line, _, _ := strings.Cut(s, "\n")
+	return line
+}
+
+func commandOut(name string, args ...string) string {
+	out, err := exec.Command(name, args...).Output()
+	if err != nil {
+		return "unknown"
+	}
+	return strings.Join(strings.Fields(strings.TrimSpace(string(out))), " ")
+}
+
+func writeReport(cfg config, results []result, mem []memorySample) error {
+	var b strings.Builder
+	fmt.Fprintf(&b, "# Benchmarks\n\n")
+	fmt.Fprintf(&b, "Written by `make bench` on %s. fio's `nbd` engine runs each job against\n", time.Now().UTC().Format("2006-01-02"))
+	fmt.Fprintf(&b, "three exports on this machine, one after the other, in one run:\n\n")
+	fmt.Fprintf(&b, "- qemu-nbd serving a plain raw file (the single-copy reference);\n")
+	fmt.Fprintf(&b, "- Trireme with 1 replica;\n")
+	fmt.Fprintf(&b, "- Trireme with 3 replicas on three node processes (127.0.0.1-3), every write\n  acknowledged by all three.\n\n")
+	fmt.Fprintf(&b, "All data files share one disk. Volumes are %d MiB and are filled before the\n", cfg.size>>20)
+	fmt.Fprintf(&b, "timed jobs; each job runs %s after a %s warm-up. The ratio compares IOPS\n", cfg.runtime, cfg.ramp)
+	fmt.Fprintf(&b, "(bandwidth for 1 MiB jobs) with qemu-nbd's in the same run.\n\n")
+	fmt.Fprintf(&b, "## Machine\n\n")
+	for _, l := range machine(cfg.dir) {
+		fmt.Fprintf(&b, "- %s\n", l)
+	}
+	fmt.Fprintf(&b, "\n## Results\n\n")
+	fmt.Fprintf(&b, "| job | export | IOPS | MiB/s | p99 latency | ratio to qemu-nbd |\n")
+	fmt.Fprintf(&b, "|---|---|---:|---:|---:|---:|\n")
+	for _, r := range results {
+		fmt.Fprintf(&b, "| %s | %s | %.0f | %.1f | %s | %.2fx |\n",
+			r.job.name, r.target.name, r.iops, r.mibps, r.p99.Round(time.Microsecond), ratio(results, r))
+	}
+	fmt.Fprintf(&b, "\n## Memory of the primary's node process\n\n")
+	fmt.Fprintf(&b, "| when | resident | peak resident |\n|---|---:|---:|\n")
+	for _, m := range mem {
+		fmt.Fprintf(&b, "| %s | %d MiB | %d MiB |\n", m.label, m.rssKiB>>10, m.peakKiB>>10)
+	}
+	fmt.Fprintf(&b, "\n## Against the goals\n\n")
+	writeGoals(&b, results, mem)
+	return os.WriteFile(cfg.out, []byte(b.String()), 0o644)
+}
+
+func ratio(all []result, r result) float64 {
+	for _, o := range all {
+		if o.job == r.job && o.target.name == "qemu-nbd, plain file" {
+			if o.iops == 0 {
+				return 0
+			}
+			return r.iops / o.iops
+		}
+	}
+	return 0
+}
+
+func find(all []result, jobName, target string) (result, bool) {
+	for _, r := range all {
+		if r.job.name == jobName && r.target.name == target {
+			return r, true
+		}
+	}
+	return result{}, false
+}
+
+func writeGoals(b *strings.Builder, results []result, mem []memorySample) {
+	goal := func(desc, jobName, target string, want float64) {
+		r, ok := find(results, jobName, target)
+		if !ok {
+			return
+		}
+		got := ratio(results, r)
+		verdict := "met"
+		if got < want {
+			verdict = "**not met**"
+		}
+		fmt.Fprintf(b, "- %s: %.2fx qemu-nbd, goal %.1fx: %s.\n", desc, got, want, verdict)
+	}
+	goal("3-replica 4 KiB random write at QD32", "4 KiB random write QD32", "Trireme, 3 replicas", 0.5)
+	goal("3-replica 4 KiB random read at QD1", "4 KiB random read QD1", "Trireme, 3 replicas", 0.9)
+	goal("3-replica 4 KiB random read at QD32", "4 KiB random read QD32", "Trireme, 3 replicas", 0.9)
+	if len(mem) == 3 {
+		fmt.Fprintf(b, "- Resident memory of the primary's process: %d MiB with two empty volumes,\n"+
+			"  %d MiB after every job above, %d MiB after random writes across a 64 GiB\n"+
+			"  volume; peak %d MiB. The data server keeps no per-block state in memory:\n"+
+			"  buffers are per request and bounded by the requests in flight.\n",
+			mem[0].rssKiB>>10, mem[1].rssKiB>>10, mem[2].rssKiB>>10, mem[2].peakKiB>>10)
+	}
+}
