@@ -29,8 +29,11 @@ type conn struct {
 	export   Export
 	size     uint64
 
-	wmu   sync.Mutex // serialises replies
-	limit *limiter
+	wmu      sync.Mutex  // guards the reply batch below
+	replies  net.Buffers // replies waiting to be written
+	flushing bool        // a handler is writing the batch
+	flushed  sync.Cond   // signalled when a batch write ends, on wmu
+	limit    *limiter
 
 	closeOnce sync.Once
 	failMu    sync.Mutex
@@ -44,7 +47,7 @@ type conn struct {
 // newConn wraps an accepted connection.
 func newConn(s *Server, nc net.Conn) *conn {
 	ctx, cancel := context.WithCancel(context.Background())
-	return &conn{
+	c := &conn{
 		srv:    s,
 		nc:     nc,
 		remote: nc.RemoteAddr().String(),
@@ -53,6 +56,8 @@ func newConn(s *Server, nc net.Conn) *conn {
 		cancel: cancel,
 		limit:  newLimiter(s.opts.MaxInFlight, s.opts.MaxInFlightBytes),
 	}
+	c.flushed.L = &c.wmu
+	return c
 }
 
 // serve runs negotiation and transmission, then closes the connection.

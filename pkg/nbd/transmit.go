@@ -3,7 +3,6 @@ package nbd
 import (
 	"errors"
 	"fmt"
-	"net"
 )
 
 // transmit reads requests until the client disconnects or breaks the
@@ -22,6 +21,7 @@ func (c *conn) transmit() error {
 		}
 		if req.typ == cmdDisc {
 			c.limit.waitIdle()
+			c.waitReplies()
 			return nil
 		}
 		if err := c.dispatch(req); err != nil {
@@ -134,14 +134,42 @@ func (c *conn) apply(req request, buf []byte) error {
 	}
 }
 
-// sendReply writes a simple reply, with a READ's data, as one unit.
+// sendReply queues a simple reply, with a READ's data, and writes the
+// queue unless another handler is already writing it. Replies that finish
+// while a write is under way go out together in the next one, so a busy
+// connection needs far fewer system calls than replies.
 func (c *conn) sendReply(handle uint64, errno uint32, data []byte) error {
-	bufs := net.Buffers{simpleReply(errno, handle)}
-	if len(data) > 0 {
-		bufs = append(bufs, data)
-	}
 	c.wmu.Lock()
-	defer c.wmu.Unlock()
-	_, err := bufs.WriteTo(c.nc)
+	c.replies = append(c.replies, simpleReply(errno, handle))
+	if len(data) > 0 {
+		c.replies = append(c.replies, data)
+	}
+	if c.flushing {
+		c.wmu.Unlock()
+		return nil
+	}
+	c.flushing = true
+	var err error
+	for len(c.replies) > 0 && err == nil {
+		batch := c.replies
+		c.replies = nil
+		c.wmu.Unlock()
+		_, err = batch.WriteTo(c.nc)
+		c.wmu.Lock()
+	}
+	c.replies = nil
+	c.flushing = false
+	c.flushed.Broadcast()
+	c.wmu.Unlock()
 	return err
+}
+
+// waitReplies returns once every queued reply has been written (or its
+// write failed).
+func (c *conn) waitReplies() {
+	c.wmu.Lock()
+	for c.flushing {
+		c.flushed.Wait()
+	}
+	c.wmu.Unlock()
 }

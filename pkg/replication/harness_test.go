@@ -35,7 +35,7 @@ func (n *testNode) Replica(id string) (*blockstore.Replica, bool) {
 	return r, ok
 }
 
-func startNode(t *testing.T, id, zone, ip string) *testNode {
+func startNode(t testing.TB, id, zone, ip string) *testNode {
 	t.Helper()
 	n := &testNode{id: id, zone: zone, dir: t.TempDir(), replicas: map[string]*blockstore.Replica{}}
 	n.listen(t, ip+":0")
@@ -43,7 +43,13 @@ func startNode(t *testing.T, id, zone, ip string) *testNode {
 	return n
 }
 
-func (n *testNode) listen(t *testing.T, addr string) {
+func startNodeB(b *testing.B, id, ip string) *testNode { return startNode(b, id, "zone-"+id, ip) }
+
+func (n *testNode) createB(b *testing.B, volume string, size int64) *blockstore.Replica {
+	return n.create(b, volume, size)
+}
+
+func (n *testNode) listen(t testing.TB, addr string) {
 	t.Helper()
 	lis, err := net.Listen("tcp", addr)
 	if err != nil {
@@ -61,7 +67,7 @@ func (n *testNode) stop() {
 	}
 }
 
-func (n *testNode) create(t *testing.T, volume string, size int64) *blockstore.Replica {
+func (n *testNode) create(t testing.TB, volume string, size int64) *blockstore.Replica {
 	t.Helper()
 	r, err := blockstore.Create(filepath.Join(n.dir, volume), volume, size)
 	if err != nil {

@@ -2,6 +2,7 @@ package replication
 
 import (
 	"bufio"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -154,23 +155,21 @@ type serverConn struct {
 	mu     sync.Mutex // guards volume, read by CloseVolume
 	volume string
 
-	replies chan Frame
-	wg      sync.WaitGroup // async flushes and the reply writer
+	wmu  sync.Mutex // guards w and werr
+	w    *bufio.Writer
+	werr error
+
+	wg sync.WaitGroup // durability requests running off the apply loop
 }
 
 func newServerConn(s *Server, c net.Conn) *serverConn {
-	return &serverConn{srv: s, conn: c, peer: c.RemoteAddr().String(), replies: make(chan Frame, 256)}
+	return &serverConn{srv: s, conn: c, peer: c.RemoteAddr().String(), w: bufio.NewWriterSize(c, 64<<10)}
 }
 
 func (c *serverConn) serve() {
-	done := make(chan struct{})
-	go c.writeReplies(done)
-	defer func() {
-		c.wg.Wait()
-		close(c.replies)
-		<-done
-	}()
+	defer c.wg.Wait()
 	if err := c.hello(); err != nil {
+		c.flush()
 		klog.InfoS("Refused replication connection", "peer", c.peer, "err", err)
 		return
 	}
@@ -209,6 +208,7 @@ func (c *serverConn) hello() error {
 	c.volume = id
 	c.mu.Unlock()
 	c.reply(f, StatusOK, nil)
+	c.flush()
 	return nil
 }
 
@@ -221,8 +221,14 @@ func (c *serverConn) boundTo() string {
 // applyLoop applies frames in arrival order. The order matters: the
 // primary sends overlapping live writes and background copy data in the
 // order it wants them applied (I5), so nothing here reorders writes.
+//
+// Replies are buffered while more requests are already waiting, and
+// written in one go before the loop would block for input.
 func (c *serverConn) applyLoop() {
 	for {
+		if !c.frameBuffered() {
+			c.flush()
+		}
 		f, err := ReadFrame(c.reader)
 		if err != nil {
 			c.readFailed(f, err)
@@ -232,7 +238,18 @@ func (c *serverConn) applyLoop() {
 	}
 }
 
+// frameBuffered says whether a whole frame is already read ahead.
+func (c *serverConn) frameBuffered() bool {
+	n := c.reader.Buffered()
+	if n < headerSize {
+		return false
+	}
+	h, _ := c.reader.Peek(headerSize)
+	return n >= headerSize+int(binary.BigEndian.Uint32(h[40:]))
+}
+
 func (c *serverConn) readFailed(f Frame, err error) {
+	defer c.flush()
 	switch {
 	case errors.Is(err, io.EOF), errors.Is(err, net.ErrClosed):
 		klog.V(2).InfoS("Replication connection closed", "peer", c.peer, "volume", c.volume)
@@ -288,6 +305,7 @@ func (c *serverConn) finish(f Frame, err error, durable bool) {
 	go func() {
 		defer c.wg.Done()
 		c.replyErr(f, c.replica.Sync())
+		c.flush()
 	}()
 }
 
@@ -310,26 +328,23 @@ func (c *serverConn) reply(req Frame, st Status, payload []byte) {
 	if c.replica != nil {
 		epoch = c.replica.Epoch()
 	}
-	c.replies <- Frame{Op: OpReply, ID: req.ID, Epoch: epoch, Status: st, Payload: payload}
+	f := Frame{Op: OpReply, ID: req.ID, Epoch: epoch, Status: st, Payload: payload}
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	if c.werr == nil {
+		_, c.werr = f.WriteTo(c.w)
+	}
 }
 
-// writeReplies sends replies, batching those that queue up into one
-// write. After a write error it keeps draining so senders never block.
-func (c *serverConn) writeReplies(done chan<- struct{}) {
-	defer close(done)
-	w := bufio.NewWriterSize(c.conn, 64<<10)
-	var failed bool
-	for f := range c.replies {
-		if failed {
-			continue
-		}
-		_, err := f.WriteTo(w)
-		if err == nil && len(c.replies) == 0 {
-			err = w.Flush()
-		}
-		if err != nil {
-			failed = true
-			c.conn.Close()
-		}
+// flush writes buffered replies. After a write error the connection is
+// closed, which ends the apply loop.
+func (c *serverConn) flush() {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	if c.werr == nil && c.w.Buffered() > 0 {
+		c.werr = c.w.Flush()
+	}
+	if c.werr != nil {
+		c.conn.Close()
 	}
 }
