@@ -11,6 +11,7 @@ require (
 )
 
 require (
+	github.com/container-storage-interface/spec v1.14.0 // indirect
 	github.com/hanwen/go-fuse/v2 v2.12.1 // indirect
 	go.etcd.io/bbolt v1.5.0 // indirect
 	golang.org/x/net v0.60.0 // indirect
