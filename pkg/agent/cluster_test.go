@@ -143,9 +143,14 @@ func TestFaultedReplicaBlocksWritesUntilReportAnswered(t *testing.T) {
 	}
 	wantLayout := layoutOf("vol-f", 2, agents[0], agents...)
 	wantLayout.Replicas[2].State = apiv1.ReplicaState_REPLICA_STATE_FAULTED
-	if got := resp.GetVolume(); got.GetEpoch() != 2 || !proto.Equal(got.GetLayout(), wantLayout) || len(got.GetReplicas()) != 2 {
-		t.Errorf("primary after report: epoch %d, layout %v, %d replicas in the write path; want epoch 2, %v, 2",
+	got := resp.GetVolume()
+	if got.GetEpoch() != 2 || !proto.Equal(got.GetLayout(), wantLayout) || len(got.GetReplicas()) != 3 {
+		t.Fatalf("primary after report: epoch %d, layout %v, %d replicas listed; want epoch 2, %v, 3",
 			got.GetEpoch(), got.GetLayout(), len(got.GetReplicas()), wantLayout)
+	}
+	if r := got.GetReplicas()[2]; r.GetNodeId() != "node-3" || r.GetState() != apiv1.ReplicaState_REPLICA_STATE_FAULTED ||
+		r.GetConnected() || r.GetSyncedBytes() != 0 {
+		t.Errorf("faulted replica shown as %v; want node-3 FAULTED, not connected, 0 bytes synced", r)
 	}
 }
 
@@ -185,16 +190,28 @@ func TestDeleteReplicaStopsExportAndRemovesDirectory(t *testing.T) {
 	wantCode(t, err, codes.NotFound)
 }
 
-func TestReplicaNodeRecordsLayoutWithoutRaisingEpoch(t *testing.T) {
+// A replica node raises its epoch from a layout only when the layout
+// moves the primary: that fences the old primary at once. Under the same
+// primary, the primary's own frames raise it.
+func TestReplicaNodeRaisesEpochOnlyWhenThePrimaryMoves(t *testing.T) {
 	agents := startCluster(t, "")
 	createReplica(t, agents[1], "vol-e", testSize)
-	l := layoutOf("vol-e", 7, agents[0], agents...)
-
-	v := setLayout(t, agents[1], l)
-
-	if v.GetEpoch() != 0 || v.GetRole() != apiv1.Role_ROLE_REPLICA || !proto.Equal(v.GetLayout(), l) {
-		t.Errorf("replica after SetLayout(epoch 7): epoch %d, role %v, layout %v; want epoch 0, ROLE_REPLICA, %v",
-			v.GetEpoch(), v.GetRole(), v.GetLayout(), l)
+	for _, tc := range []struct {
+		name      string
+		epoch     uint64
+		primary   *testAgent
+		wantEpoch uint64
+	}{
+		{"first layout names a primary", 7, agents[0], 7},
+		{"same primary, newer epoch", 8, agents[0], 7},
+		{"primary moves", 9, agents[2], 9},
+	} {
+		l := layoutOf("vol-e", tc.epoch, tc.primary, agents...)
+		v := setLayout(t, agents[1], l)
+		if v.GetEpoch() != tc.wantEpoch || v.GetRole() != apiv1.Role_ROLE_REPLICA || !proto.Equal(v.GetLayout(), l) {
+			t.Errorf("%s: epoch %d, role %v, layout %v; want epoch %d, ROLE_REPLICA, %v",
+				tc.name, v.GetEpoch(), v.GetRole(), v.GetLayout(), tc.wantEpoch, l)
+		}
 	}
 }
 

@@ -12,9 +12,12 @@ import (
 
 // setLayout acts on a new layout of a volume. The node it names primary
 // starts serving the volume, or moves its running primary to the layout;
-// any other node stops serving it and records the layout, leaving the
-// replica's epoch to be raised by the primary's frames. l must have passed
-// validateLayout.
+// any other node stops serving it and records the layout. When the layout
+// names a new primary, the replica persists its epoch at once, so the
+// deposed primary's frames are refused from now on (I3). Under the same
+// primary the epoch is left to the primary's frames: raising it here
+// would refuse writes the primary sent before it learned the layout.
+// l must have passed validateLayout.
 func (a *Agent) setLayout(l replication.Layout) (volumeInfo, error) {
 	release, err := a.begin(l.VolumeID)
 	if err != nil {
@@ -38,6 +41,7 @@ func (a *Agent) setLayout(l replication.Layout) (volumeInfo, error) {
 		err = a.servePrimary(st, l)
 	} else {
 		a.stopPrimary(l.VolumeID, st.primary, l.Epoch)
+		err = fenceOldPrimary(st, l)
 	}
 	if err != nil {
 		return volumeInfo{}, err
@@ -45,6 +49,15 @@ func (a *Agent) setLayout(l replication.Layout) (volumeInfo, error) {
 	a.recordLayout(l)
 	st, _ = a.state(l.VolumeID)
 	return describe(st), nil
+}
+
+// fenceOldPrimary raises the replica's epoch to l's when l moves the
+// primary away from the one this node last knew (or it knows none).
+func fenceOldPrimary(st volumeState, l replication.Layout) error {
+	if cur := st.currentLayout(); cur != nil && cur.Primary == l.Primary {
+		return nil
+	}
+	return st.replica.ObserveEpoch(l.Epoch)
 }
 
 // checkLayoutFits refuses a layout that does not match the local replica

@@ -85,7 +85,7 @@ func (a *Agent) deleteReplica(id string) error {
 // describe reports the volume held in st.
 func describe(st volumeState) volumeInfo {
 	info := volumeInfo{meta: st.replica.Meta(), layout: st.currentLayout()}
-	if st.primary != nil {
+	if st.primary != nil && st.primary.Fenced() == nil {
 		info.primary = true
 		info.replicas = st.primary.Status()
 		// The primary comes first; order the others for stable output.

@@ -140,12 +140,13 @@ type primaryExports struct{ a *Agent }
 
 var _ nbd.Export = (*replication.Primary)(nil)
 
-// Lookup returns the running primary of volume name, or false.
+// Lookup returns the running primary of volume name, or false. A primary
+// fenced by a newer epoch is not offered: it can serve nothing.
 func (e primaryExports) Lookup(name string) (nbd.Export, bool) {
 	e.a.mu.Lock()
 	defer e.a.mu.Unlock()
 	p, ok := e.a.primaries[name]
-	if !ok {
+	if !ok || p.Fenced() != nil {
 		return nil, false
 	}
 	return p, true
@@ -156,8 +157,10 @@ func (e primaryExports) List() []string {
 	e.a.mu.Lock()
 	defer e.a.mu.Unlock()
 	ids := make([]string, 0, len(e.a.primaries))
-	for id := range e.a.primaries {
-		ids = append(ids, id)
+	for id, p := range e.a.primaries {
+		if p.Fenced() == nil {
+			ids = append(ids, id)
+		}
 	}
 	slices.Sort(ids)
 	return ids

@@ -34,13 +34,15 @@ var (
 )
 
 // Replica is one volume's data on this node. It is safe for concurrent
-// use; data I/O does not take the metadata lock.
+// use. Writes made through Apply hold the metadata lock shared, so a
+// raise of the epoch waits for them and no write of an older epoch can
+// land after it.
 type Replica struct {
 	dir  string
 	file *os.File
 	size int64
 
-	mu   sync.Mutex // guards meta and metadata writes
+	mu   sync.RWMutex // guards meta; held shared by Apply, exclusive to change meta
 	meta Meta
 }
 
@@ -133,16 +135,40 @@ func (r *Replica) DataPath() string { return filepath.Join(r.dir, dataFile) }
 
 // Meta returns a copy of the replica's metadata.
 func (r *Replica) Meta() Meta {
-	r.mu.Lock()
-	defer r.mu.Unlock()
+	r.mu.RLock()
+	defer r.mu.RUnlock()
 	return r.meta
 }
 
 // Epoch returns the highest epoch this replica has seen.
 func (r *Replica) Epoch() uint64 {
-	r.mu.Lock()
-	defer r.mu.Unlock()
+	r.mu.RLock()
+	defer r.mu.RUnlock()
 	return r.meta.Epoch
+}
+
+// Apply runs fn, a change to the data, on behalf of a request carrying
+// epoch. A higher epoch is persisted first; a lower one is refused with
+// ErrStaleEpoch and fn does not run. The check and fn happen under one
+// shared lock, so once ObserveEpoch has raised the epoch no request of an
+// older epoch can still change the data.
+func (r *Replica) Apply(epoch uint64, fn func() error) error {
+	for {
+		r.mu.RLock()
+		cur := r.meta.Epoch
+		if epoch == cur {
+			err := fn()
+			r.mu.RUnlock()
+			return err
+		}
+		r.mu.RUnlock()
+		if epoch < cur {
+			return fmt.Errorf("epoch %d, replica has seen %d: %w", epoch, cur, ErrStaleEpoch)
+		}
+		if err := r.ObserveEpoch(epoch); err != nil {
+			return err
+		}
+	}
 }
 
 func (r *Replica) check(off, length int64) error {

@@ -199,3 +199,28 @@ func FuzzDecodeMeta(f *testing.F) {
 		}
 	})
 }
+
+func TestApplyRunsOnlyAtTheCurrentEpoch(t *testing.T) {
+	r := newReplica(t, 4096)
+	if err := r.ObserveEpoch(3); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		epoch   uint64
+		wantErr error
+		wantRan bool
+		after   uint64
+	}{
+		{epoch: 2, wantErr: ErrStaleEpoch, wantRan: false, after: 3},
+		{epoch: 3, wantRan: true, after: 3},
+		{epoch: 5, wantRan: true, after: 5},
+		{epoch: 4, wantErr: ErrStaleEpoch, wantRan: false, after: 5},
+	} {
+		ran := false
+		err := r.Apply(tc.epoch, func() error { ran = true; return nil })
+		if !errors.Is(err, tc.wantErr) || ran != tc.wantRan || r.Epoch() != tc.after {
+			t.Errorf("Apply(%d): err %v ran %v epoch %d, want err %v ran %v epoch %d",
+				tc.epoch, err, ran, r.Epoch(), tc.wantErr, tc.wantRan, tc.after)
+		}
+	}
+}

@@ -1,6 +1,8 @@
 package nbd
 
 import (
+	"github.com/trireme-csi/trireme/internal/budget"
+
 	"errors"
 	"fmt"
 	"net"
@@ -22,6 +24,9 @@ const (
 	// DefaultMaxInFlightBytes is the per-connection buffer limit when
 	// Options.MaxInFlightBytes is zero.
 	DefaultMaxInFlightBytes = 128 << 20
+	// DefaultMaxServerBytes is the limit on buffers across all connections
+	// when Options.MaxServerBytes is zero.
+	DefaultMaxServerBytes = 512 << 20
 	// DefaultMaxOptions is the per-negotiation option limit when
 	// Options.MaxOptions is zero.
 	DefaultMaxOptions = 1024
@@ -39,6 +44,9 @@ type Options struct {
 	// holds at once. A single request larger than the bound is still
 	// served, alone.
 	MaxInFlightBytes int64
+	// MaxServerBytes bounds the READ and WRITE buffers all connections
+	// hold together, so many clients cannot exhaust memory.
+	MaxServerBytes int64
 	// MaxOptions bounds the options a client may send before it starts
 	// transmission; the connection is closed past it.
 	MaxOptions int
@@ -55,6 +63,9 @@ func (o Options) withDefaults() Options {
 	if o.MaxInFlightBytes <= 0 {
 		o.MaxInFlightBytes = DefaultMaxInFlightBytes
 	}
+	if o.MaxServerBytes <= 0 {
+		o.MaxServerBytes = DefaultMaxServerBytes
+	}
 	if o.MaxOptions <= 0 {
 		o.MaxOptions = DefaultMaxOptions
 	}
@@ -66,6 +77,7 @@ func (o Options) withDefaults() Options {
 type Server struct {
 	exports Exports
 	opts    Options
+	budget  *budget.Budget // request buffers across connections
 
 	mu        sync.Mutex
 	closed    bool
@@ -76,9 +88,11 @@ type Server struct {
 
 // NewServer returns a Server for the given exports.
 func NewServer(exports Exports, opts Options) *Server {
+	opts = opts.withDefaults()
 	return &Server{
 		exports:   exports,
-		opts:      opts.withDefaults(),
+		opts:      opts,
+		budget:    budget.New(opts.MaxServerBytes),
 		listeners: map[net.Listener]struct{}{},
 		conns:     map[*conn]struct{}{},
 	}

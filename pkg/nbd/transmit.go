@@ -77,9 +77,11 @@ func (c *conn) start(req request) error {
 		n = int64(req.length)
 	}
 	c.limit.acquire(n)
+	c.srv.budget.Acquire(n)
 	buf := make([]byte, n)
 	if req.typ == cmdWrite {
 		if err := c.readRest(buf); err != nil {
+			c.srv.budget.Release(n)
 			c.limit.release(n)
 			return err
 		}
@@ -91,6 +93,7 @@ func (c *conn) start(req request) error {
 // handle runs one request against the Export and sends its reply.
 func (c *conn) handle(req request, buf []byte) {
 	defer c.limit.release(int64(len(buf)))
+	defer c.srv.budget.Release(int64(len(buf)))
 	errno := c.execute(req, buf)
 	var data []byte
 	if req.typ == cmdRead && errno == 0 {

@@ -97,7 +97,9 @@ func (l *link) finishCopy() error {
 	select {
 	case err := <-done:
 		if err == nil {
+			p.mu.Lock()
 			l.copied.Store(true)
+			p.mu.Unlock()
 		}
 		return err
 	case <-l.quit:

@@ -56,7 +56,7 @@ func (n *testNode) listen(t testing.TB, addr string) {
 		t.Fatalf("listen on %s: %v", addr, err)
 	}
 	n.lis, n.addr = lis, lis.Addr().String()
-	n.srv = NewServer(n, ServerOptions{})
+	n.srv = NewServer(n, ServerOptions{NodeID: n.id})
 	go n.srv.Serve(lis)
 }
 
@@ -110,7 +110,8 @@ func startPrimary(t *testing.T, store *blockstore.Replica, l Layout, opts Primar
 type testController struct {
 	mu      sync.Mutex
 	layout  Layout
-	gate    chan struct{} // if non-nil, ReplicaFaulted waits for it
+	gate     chan struct{} // if non-nil, ReplicaFaulted waits for it
+	syncGate chan struct{} // if non-nil, ReplicaSynced waits for it
 	faults  []string
 	reports chan string
 }
@@ -133,6 +134,13 @@ func (c *testController) ReplicaFaulted(ctx context.Context, volume string, epoc
 
 func (c *testController) ReplicaSynced(ctx context.Context, volume string, epoch uint64, node string) (Layout, error) {
 	c.reports <- "synced:" + node
+	if c.syncGate != nil {
+		select {
+		case <-c.syncGate:
+		case <-ctx.Done():
+			return Layout{}, ctx.Err()
+		}
+	}
 	return c.setState(node, InSync), nil
 }
 

@@ -119,7 +119,7 @@ func (l *link) connect() (net.Conn, bool, error) {
 
 	conn.SetDeadline(time.Now().Add(timeout))
 	r := bufio.NewReader(conn)
-	hello := Frame{Op: OpHello, Epoch: epoch, Payload: []byte(volume)}
+	hello := Frame{Op: OpHello, Epoch: epoch, Payload: helloPayload(volume, l.node)}
 	if err := l.handshake(conn, r, hello); err != nil {
 		conn.Close()
 		return nil, false, err
@@ -297,9 +297,12 @@ func (l *link) shutLocked() {
 	l.outstanding = map[uint64]*pending{}
 }
 
-// countsLocked says whether the current layout waits for this link.
+// countsLocked says whether writes wait for this link: it is InSync, or
+// its copy is complete. A completed copy counts before the controller
+// has made the replica InSync, so that no write is acknowledged without
+// it once the record may say InSync (I1, I5).
 func (l *link) countsLocked() bool {
-	return l.p.links[l.node] == l && l.state == InSync
+	return l.p.links[l.node] == l && (l.state == InSync || l.copied.Load())
 }
 
 func (l *link) reportFault(cause error) {

@@ -22,6 +22,9 @@ var (
 	ErrClosed = errors.New("primary closed")
 	// ErrInvalidLayout means a layout update would break an invariant.
 	ErrInvalidLayout = errors.New("invalid layout")
+	// ErrIncomplete means the local replica's background copy never
+	// finished: it may lack acknowledged writes and cannot serve.
+	ErrIncomplete = errors.New("replica copy incomplete")
 )
 
 // Dialer opens connections to replicas. *net.Dialer dials plain TCP; a
@@ -127,6 +130,9 @@ func NewPrimary(store *blockstore.Replica, layout Layout, opts PrimaryOptions) (
 	if err := checkLayout(layout, opts.NodeID, store.Size()); err != nil {
 		return nil, err
 	}
+	if store.Meta().Rebuilding {
+		return nil, fmt.Errorf("start primary for %s: %w", layout.VolumeID, ErrIncomplete)
+	}
 	if err := store.ObserveEpoch(layout.Epoch); err != nil {
 		return nil, fmt.Errorf("start primary for %s: %w", layout.VolumeID, err)
 	}
@@ -151,7 +157,12 @@ func checkLayout(l Layout, self string, size int64) error {
 		return fmt.Errorf("%w: size %d, replica holds %d", ErrInvalidLayout, l.Size, size)
 	}
 	found := false
+	nodes, addrs := map[string]bool{}, map[string]bool{}
 	for _, r := range l.Replicas {
+		if nodes[r.NodeID] || addrs[r.Address] {
+			return fmt.Errorf("%w: replica %s (%s) listed twice", ErrInvalidLayout, r.NodeID, r.Address)
+		}
+		nodes[r.NodeID], addrs[r.Address] = true, true
 		if r.NodeID == self {
 			found = r.State == InSync
 		}
@@ -244,6 +255,40 @@ func (p *Primary) finishLocal(ctx context.Context, o *op, sync bool) error {
 	}
 }
 
+// applyLocal runs local on the primary's own replica at the layout's
+// epoch. If the replica has seen a newer epoch than this primary knows,
+// another primary has taken over: this one is fenced and local does not
+// run, so a deposed primary cannot change even its own copy (I3).
+func (p *Primary) applyLocal(local func() error) error {
+	if local == nil {
+		local = func() error { return nil }
+	}
+	for {
+		p.mu.Lock()
+		epoch, err := p.layout.Epoch, p.fence
+		p.mu.Unlock()
+		if err != nil {
+			return err
+		}
+		err = p.store.Apply(epoch, local)
+		if !errors.Is(err, blockstore.ErrStaleEpoch) {
+			if err != nil {
+				return fmt.Errorf("local replica: %w", err)
+			}
+			return nil
+		}
+		p.mu.Lock()
+		moved := p.layout.Epoch > epoch
+		if !moved {
+			p.fenceLocked(fmt.Errorf("%w: local replica is at epoch %d", ErrDeposed, p.store.Epoch()))
+		}
+		p.mu.Unlock()
+		if !moved {
+			return p.fenced()
+		}
+	}
+}
+
 func (p *Primary) fenced() error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -255,13 +300,8 @@ func (p *Primary) fenced() error {
 func (p *Primary) sequence(f Frame, local func() error) (*op, error) {
 	p.seqMu.Lock()
 	defer p.seqMu.Unlock()
-	if err := p.fenced(); err != nil {
+	if err := p.applyLocal(local); err != nil {
 		return nil, err
-	}
-	if local != nil {
-		if err := local(); err != nil {
-			return nil, fmt.Errorf("local replica: %w", err)
-		}
 	}
 
 	p.mu.Lock()
@@ -272,7 +312,7 @@ func (p *Primary) sequence(f Frame, local func() error) (*op, error) {
 	p.nextID++
 	o := &op{id: p.nextID, done: make(chan struct{})}
 	for _, l := range p.links {
-		if l.faulted != nil && l.state != InSync {
+		if l.faulted != nil && !l.countsLocked() {
 			continue
 		}
 		o.links = append(o.links, l)
@@ -292,7 +332,7 @@ func (p *Primary) sequence(f Frame, local func() error) (*op, error) {
 // before it can become InSync.
 func (p *Primary) tryCompleteLocked(o *op) {
 	for i, l := range o.links {
-		if !o.acked[i] && p.links[l.node] == l && l.state == InSync {
+		if !o.acked[i] && l.countsLocked() {
 			return
 		}
 	}
@@ -370,10 +410,10 @@ func (p *Primary) validateUpdateLocked(l Layout) error {
 			continue
 		}
 		cur, ok := p.links[r.NodeID]
-		if !ok || (cur.faulted != nil && cur.state != InSync) {
+		if !ok {
 			return fmt.Errorf("%w: %s cannot become InSync without a completed copy", ErrInvalidLayout, r.NodeID)
 		}
-		if cur.state == Syncing && !cur.copied.Load() {
+		if cur.state != InSync && !cur.copied.Load() {
 			return fmt.Errorf("%w: %s has not finished its copy", ErrInvalidLayout, r.NodeID)
 		}
 	}
@@ -417,6 +457,9 @@ func states(l Layout) []string {
 	return out
 }
 
+// Fenced returns why the primary stopped serving, or nil while it serves.
+func (p *Primary) Fenced() error { return p.fenced() }
+
 // Close stops the primary. Pending requests fail with ErrClosed.
 func (p *Primary) Close() error {
 	p.mu.Lock()
@@ -440,20 +483,27 @@ type ReplicaStatus struct {
 	TotalBytes  int64
 }
 
-// Status reports the replicas the primary is replicating to.
+// Status reports every replica of the layout as the primary sees it,
+// itself first.
 func (p *Primary) Status() []ReplicaStatus {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	out := []ReplicaStatus{{NodeID: p.opts.NodeID, State: InSync, Connected: true,
-		SyncedBytes: p.store.Size(), TotalBytes: p.store.Size()}}
-	for _, l := range p.links {
-		st := ReplicaStatus{NodeID: l.node, State: l.state, Connected: l.conn != nil && l.faulted == nil,
-			SyncedBytes: l.syncedBytes.Load(), TotalBytes: p.store.Size()}
-		if l.faulted != nil {
-			st.Fault = l.faulted.Error()
+	size := p.store.Size()
+	out := []ReplicaStatus{{NodeID: p.opts.NodeID, State: InSync, Connected: true, SyncedBytes: size, TotalBytes: size}}
+	for _, r := range p.layout.Replicas {
+		if r.NodeID == p.opts.NodeID {
+			continue
 		}
-		if l.state == InSync {
-			st.SyncedBytes = st.TotalBytes
+		st := ReplicaStatus{NodeID: r.NodeID, State: r.State, TotalBytes: size}
+		if l, ok := p.links[r.NodeID]; ok {
+			st.Connected = l.conn != nil && l.faulted == nil
+			st.SyncedBytes = l.syncedBytes.Load()
+			if l.faulted != nil {
+				st.Fault = l.faulted.Error()
+			}
+		}
+		if r.State == InSync && st.Fault == "" {
+			st.SyncedBytes = size
 		}
 		out = append(out, st)
 	}

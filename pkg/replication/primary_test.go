@@ -238,3 +238,100 @@ func TestSyncingReplicaCatchesUpUnderWriteLoad(t *testing.T) {
 		}
 	}
 }
+
+func TestDeposedPrimaryCannotChangeItsOwnCopy(t *testing.T) {
+	a, b, c := threeZones(t)
+	const size = 1 << 20
+	ra, rb, rc := a.create(t, vol, size), b.create(t, vol, size), c.create(t, vol, size)
+	old := layoutOf(vol, size, 1, "a", a.info(InSync), b.info(InSync), c.info(InSync))
+	pa := startPrimary(t, ra, old, PrimaryOptions{NodeID: "a"})
+	ctx := context.Background()
+
+	// b takes over at epoch 2 and still counts a as InSync: its hello
+	// raises a's replica to epoch 2.
+	next := layoutOf(vol, size, 2, "b", a.info(InSync), b.info(InSync), c.info(InSync))
+	pb := startPrimary(t, rb, next, PrimaryOptions{NodeID: "b"})
+	if err := pb.WriteAt(ctx, []byte{0x11}, 0, false); err != nil {
+		t.Fatal(err)
+	}
+	if err := pa.WriteAt(ctx, []byte{0x22}, 0, false); !errors.Is(err, ErrDeposed) {
+		t.Fatalf("write through deposed primary: got %v, want ErrDeposed", err)
+	}
+	if pa.Fenced() == nil {
+		t.Fatal("deposed primary does not report itself fenced")
+	}
+	for name, r := range map[string]interface{ ReadAt([]byte, int64) error }{"a": ra, "b": rb, "c": rc} {
+		got := make([]byte, 1)
+		if err := r.ReadAt(got, 0); err != nil {
+			t.Fatal(err)
+		}
+		if got[0] != 0x11 {
+			t.Errorf("replica %s holds %#x, want the acknowledged 0x11", name, got[0])
+		}
+	}
+}
+
+func TestCopiedReplicaCountsBeforeTheControllerAnswers(t *testing.T) {
+	a, b, c := threeZones(t)
+	const size = 4 << 20
+	ra, rb, _ := a.create(t, vol, size), b.create(t, vol, size), c.create(t, vol, size)
+	withC := layoutOf(vol, size, 2, "a", a.info(InSync), b.info(InSync), c.info(Syncing))
+	ctl := newTestController(withC)
+	ctl.syncGate = make(chan struct{})
+	ctl.gate = make(chan struct{})
+	p := startPrimary(t, ra, withC, PrimaryOptions{NodeID: "a", Reporter: ctl, AckTimeout: 300 * time.Millisecond})
+	if r := <-ctl.reports; r != "synced:c" {
+		t.Fatalf("report %q, want synced:c", r)
+	}
+
+	// The controller may already have persisted c as InSync: a write
+	// must now wait for c, and c is gone.
+	c.stop()
+	result := make(chan error, 1)
+	go func() { result <- p.WriteAt(context.Background(), []byte("x"), 0, false) }()
+	select {
+	case err := <-result:
+		t.Fatalf("write acknowledged (err=%v) without a replica whose copy completed", err)
+	case <-time.After(time.Second):
+	}
+	if r := <-ctl.reports; r != "faulted:c" {
+		t.Fatalf("report %q, want faulted:c", r)
+	}
+
+	// The controller now answers the sync report: c InSync at epoch 3.
+	// c is still gone, so the write keeps waiting.
+	close(ctl.syncGate)
+	waitFor(t, "epoch 3", func() bool { return p.Layout().Epoch == 3 })
+	select {
+	case err := <-result:
+		t.Fatalf("write acknowledged (err=%v) while the layout lists a dead replica as InSync", err)
+	case <-time.After(500 * time.Millisecond):
+	}
+	close(ctl.gate)
+	if err := <-result; err != nil {
+		t.Fatal(err)
+	}
+	if got := p.Layout(); got.Epoch != 4 || got.Replicas[2].State != Faulted {
+		t.Fatalf("layout %+v, want epoch 4 with c Faulted", got)
+	}
+	want := make([]byte, size)
+	want[0] = 'x'
+	p.Flush(context.Background())
+	requireIdentical(t, want, ra, rb)
+}
+
+func TestPrimaryRefusesUnsafeStarts(t *testing.T) {
+	a, b, _ := threeZones(t)
+	ra, _ := a.create(t, vol, 4096), b.create(t, vol, 4096)
+	dup := b.info(InSync)
+	dup.Address = a.addr
+	if _, err := NewPrimary(ra, layoutOf(vol, 4096, 1, "a", a.info(InSync), dup), PrimaryOptions{NodeID: "a"}); !errors.Is(err, ErrInvalidLayout) {
+		t.Errorf("two replicas at one address: got %v, want ErrInvalidLayout", err)
+	}
+	if err := ra.SetRebuilding(true); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := NewPrimary(ra, layoutOf(vol, 4096, 1, "a", a.info(InSync)), PrimaryOptions{NodeID: "a"}); !errors.Is(err, ErrIncomplete) {
+		t.Errorf("primary on an incomplete copy: got %v, want ErrIncomplete", err)
+	}
+}

@@ -12,6 +12,7 @@ import (
 
 	"k8s.io/klog/v2"
 
+	"github.com/trireme-csi/trireme/internal/budget"
 	"github.com/trireme-csi/trireme/pkg/blockstore"
 )
 
@@ -23,6 +24,12 @@ type Volumes interface {
 
 // ServerOptions tune a replica server.
 type ServerOptions struct {
+	// NodeID is this node's id. A primary names the node it means to
+	// reach; a hello for another node is refused. Empty accepts any.
+	NodeID string
+	// MaxBufferedBytes bounds the request payloads held in memory across
+	// all connections. Zero means 256 MiB.
+	MaxBufferedBytes int64
 	// HelloTimeout bounds how long a new connection may take to bind to a
 	// volume. Zero means 10 seconds.
 	HelloTimeout time.Duration
@@ -34,6 +41,7 @@ type ServerOptions struct {
 type Server struct {
 	volumes Volumes
 	opts    ServerOptions
+	budget  *budget.Budget // payload bytes in memory, all connections
 
 	mu     sync.Mutex
 	closed bool
@@ -47,7 +55,11 @@ func NewServer(volumes Volumes, opts ServerOptions) *Server {
 	if opts.HelloTimeout == 0 {
 		opts.HelloTimeout = 10 * time.Second
 	}
-	return &Server{volumes: volumes, opts: opts, conns: map[net.Conn]*serverConn{}}
+	if opts.MaxBufferedBytes == 0 {
+		opts.MaxBufferedBytes = 256 << 20
+	}
+	return &Server{volumes: volumes, opts: opts, conns: map[net.Conn]*serverConn{},
+		budget: budget.New(opts.MaxBufferedBytes)}
 }
 
 // Serve accepts connections on l until the server is closed. Wrap l with
@@ -177,10 +189,13 @@ func (c *serverConn) serve() {
 	c.applyLoop()
 }
 
+// maxHelloPayload bounds what an unbound connection may send.
+const maxHelloPayload = 2*maxVolumeID + 1
+
 func (c *serverConn) hello() error {
 	c.conn.SetReadDeadline(time.Now().Add(c.srv.opts.HelloTimeout))
 	r := bufio.NewReaderSize(c.conn, 64<<10)
-	f, err := ReadFrame(r)
+	f, err := readFrame(r, maxHelloPayload, nil)
 	if err != nil {
 		return fmt.Errorf("read hello: %w", err)
 	}
@@ -189,27 +204,38 @@ func (c *serverConn) hello() error {
 		c.reply(f, StatusNotBound, nil)
 		return fmt.Errorf("op %d before hello: %w", f.Op, ErrNotBound)
 	}
-	if len(f.Payload) == 0 || len(f.Payload) > maxVolumeID {
-		c.reply(f, StatusBadRequest, nil)
-		return fmt.Errorf("hello with %d-byte volume id: %w", len(f.Payload), ErrBadRequest)
-	}
-	id := string(f.Payload)
-	rep, ok := c.srv.volumes.Replica(id)
-	if !ok {
-		c.reply(f, StatusUnknownVolume, nil)
-		return fmt.Errorf("volume %q: %w", id, ErrUnknownVolume)
-	}
-	if err := rep.ObserveEpoch(f.Epoch); err != nil {
+	rep, err := c.bind(f)
+	if err != nil {
 		c.replyErr(f, err)
-		return fmt.Errorf("volume %s: %w", id, err)
+		return err
 	}
 	c.replica, c.size, c.reader = rep, rep.Size(), r
-	c.mu.Lock()
-	c.volume = id
-	c.mu.Unlock()
 	c.reply(f, StatusOK, nil)
 	c.flush()
 	return nil
+}
+
+// bind checks a hello and returns the replica it names.
+func (c *serverConn) bind(f Frame) (*blockstore.Replica, error) {
+	id, node, err := parseHello(f.Payload)
+	if err != nil {
+		return nil, err
+	}
+	if want := c.srv.opts.NodeID; want != "" && node != want {
+		return nil, fmt.Errorf("hello for node %q reached %q: %w", node, want, ErrWrongNode)
+	}
+	rep, ok := c.srv.volumes.Replica(id)
+	if !ok {
+		return nil, fmt.Errorf("volume %q: %w", id, ErrUnknownVolume)
+	}
+	c.mu.Lock()
+	c.volume = id
+	c.mu.Unlock()
+	if err := rep.ObserveEpoch(f.Epoch); err != nil {
+		c.replica = rep // so the refusal carries the replica's epoch
+		return nil, fmt.Errorf("volume %s: %w", id, err)
+	}
+	return rep, nil
 }
 
 func (c *serverConn) boundTo() string {
@@ -229,12 +255,14 @@ func (c *serverConn) applyLoop() {
 		if !c.frameBuffered() {
 			c.flush()
 		}
-		f, err := ReadFrame(c.reader)
+		f, err := readFrame(c.reader, maxPayload, c.srv.budget.Acquire)
 		if err != nil {
+			c.srv.budget.Release(int64(len(f.Payload)))
 			c.readFailed(f, err)
 			return
 		}
 		c.apply(&f)
+		c.srv.budget.Release(int64(len(f.Payload)))
 	}
 }
 
@@ -270,35 +298,47 @@ func (c *serverConn) apply(f *Frame) {
 		c.reply(*f, StatusBadRequest, nil)
 		return
 	}
-	if err := c.replica.ObserveEpoch(f.Epoch); err != nil {
-		klog.V(2).InfoS("Refused request with stale epoch", "peer", c.peer, "volume", c.volume, "epoch", f.Epoch, "replicaEpoch", c.replica.Epoch())
+	var payload []byte
+	err := c.replica.Apply(f.Epoch, func() error { return c.applyData(f, &payload) })
+	switch {
+	case errors.Is(err, blockstore.ErrStaleEpoch):
+		klog.V(2).InfoS("Refused request with stale epoch", "peer", c.peer, "volume", c.volume,
+			"epoch", f.Epoch, "replicaEpoch", c.replica.Epoch())
 		c.replyErr(*f, err)
-		return
+	case err != nil:
+		c.replyErr(*f, err)
+	case f.Op == OpSyncStart:
+		c.replyErr(*f, c.replica.SetRebuilding(true))
+	case f.Op == OpSyncDone:
+		c.replyErr(*f, c.replica.SetRebuilding(false))
+	case f.Op == OpRead:
+		c.replyErr(*f, nil, payload...)
+	default:
+		c.finish(*f, f.Flags&FlagFUA != 0 || f.Op == OpFlush)
 	}
+}
+
+// applyData makes a request's change to the data. It runs under the
+// replica's epoch check, so it must not change the metadata itself.
+func (c *serverConn) applyData(f *Frame, payload *[]byte) error {
 	switch f.Op {
 	case OpWrite:
-		c.finish(*f, c.replica.WriteAt(f.Payload, int64(f.Offset)), f.Flags&FlagFUA != 0)
+		return c.replica.WriteAt(f.Payload, int64(f.Offset))
 	case OpZero:
-		c.finish(*f, c.replica.PunchHole(int64(f.Offset), int64(f.Length)), f.Flags&FlagFUA != 0)
-	case OpFlush:
-		c.finish(*f, nil, true)
+		return c.replica.PunchHole(int64(f.Offset), int64(f.Length))
 	case OpRead:
-		buf := make([]byte, f.Length)
-		err := c.replica.ReadAt(buf, int64(f.Offset))
-		c.replyErr(*f, err, buf...)
-	case OpSyncStart:
-		c.replyErr(*f, c.replica.SetRebuilding(true))
-	case OpSyncDone:
-		c.replyErr(*f, c.replica.SetRebuilding(false))
+		*payload = make([]byte, f.Length)
+		return c.replica.ReadAt(*payload, int64(f.Offset))
 	}
+	return nil
 }
 
 // finish replies to a request whose data has been applied. When the
 // request needs durability, fdatasync runs off the apply loop so later
 // writes keep flowing; it still covers every write applied before it.
-func (c *serverConn) finish(f Frame, err error, durable bool) {
-	if err != nil || !durable {
-		c.replyErr(f, err)
+func (c *serverConn) finish(f Frame, durable bool) {
+	if !durable {
+		c.replyErr(f, nil)
 		return
 	}
 	c.wg.Add(1)
@@ -315,8 +355,12 @@ func (c *serverConn) replyErr(f Frame, err error, payload ...byte) {
 		c.reply(f, StatusOK, payload)
 	case errors.Is(err, blockstore.ErrStaleEpoch):
 		c.reply(f, StatusStaleEpoch, nil)
-	case errors.Is(err, blockstore.ErrOutOfRange):
+	case errors.Is(err, blockstore.ErrOutOfRange), errors.Is(err, ErrBadRequest):
 		c.reply(f, StatusBadRequest, nil)
+	case errors.Is(err, ErrUnknownVolume):
+		c.reply(f, StatusUnknownVolume, nil)
+	case errors.Is(err, ErrWrongNode):
+		c.reply(f, StatusWrongNode, nil)
 	default:
 		klog.ErrorS(err, "Replica I/O failed", "peer", c.peer, "volume", c.volume, "op", f.Op)
 		c.reply(f, StatusIOError, nil)

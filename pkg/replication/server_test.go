@@ -48,7 +48,7 @@ func roundTrip(t *testing.T, c net.Conn, r *bufio.Reader, f Frame) Frame {
 }
 
 func hello(epoch uint64) Frame {
-	return Frame{Op: OpHello, ID: 1, Epoch: epoch, Payload: []byte(vol)}
+	return Frame{Op: OpHello, ID: 1, Epoch: epoch, Payload: helloPayload(vol, "a")}
 }
 
 func TestServerRepliesToBadRequestsWithExactStatus(t *testing.T) {
@@ -71,7 +71,7 @@ func TestServerRepliesToBadRequestsWithExactStatus(t *testing.T) {
 		{"unknown flag", Frame{Op: OpFlush, Epoch: 5, Flags: 0x80}, StatusBadRequest},
 		{"huge read", Frame{Op: OpRead, Epoch: 5, Length: 1 << 31}, StatusBadRequest},
 		{"stale epoch", Frame{Op: OpWrite, Epoch: 4, Length: 4, Payload: []byte("abcd")}, StatusStaleEpoch},
-		{"second hello", Frame{Op: OpHello, Epoch: 5, Payload: []byte(vol)}, StatusBadRequest},
+		{"second hello", Frame{Op: OpHello, Epoch: 5, Payload: helloPayload(vol, "a")}, StatusBadRequest},
 		{"valid write", Frame{Op: OpWrite, Epoch: 5, Offset: 100, Length: 4, Payload: []byte("good")}, StatusOK},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -110,20 +110,39 @@ func TestServerRefusesConnectionsItCannotBind(t *testing.T) {
 		req  Frame
 		want Status
 	}{
-		{"unknown volume", Frame{Op: OpHello, Epoch: 3, Payload: []byte("nope")}, StatusUnknownVolume},
+		{"unknown volume", Frame{Op: OpHello, Epoch: 3, Payload: helloPayload("nope", "a")}, StatusUnknownVolume},
 		{"empty volume id", Frame{Op: OpHello, Epoch: 3}, StatusBadRequest},
-		{"stale epoch hello", Frame{Op: OpHello, Epoch: 2, Payload: []byte(vol)}, StatusStaleEpoch},
+		{"volume id without node", Frame{Op: OpHello, Epoch: 3, Payload: []byte(vol)}, StatusBadRequest},
+		{"hello for another node", Frame{Op: OpHello, Epoch: 3, Payload: helloPayload(vol, "b")}, StatusWrongNode},
+		{"stale epoch hello", Frame{Op: OpHello, Epoch: 2, Payload: helloPayload(vol, "a")}, StatusStaleEpoch},
 		{"write before hello", Frame{Op: OpWrite, Epoch: 3, Length: 1, Payload: []byte("x")}, StatusNotBound},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c, rd := dialRaw(t, n)
-			if st := roundTrip(t, c, rd, tc.req).Status; st != tc.want {
-				t.Fatalf("status %d, want %d", st, tc.want)
+			reply := roundTrip(t, c, rd, tc.req)
+			if reply.Status != tc.want {
+				t.Fatalf("status %d, want %d", reply.Status, tc.want)
+			}
+			if tc.want == StatusStaleEpoch && reply.Epoch != 3 {
+				t.Fatalf("stale refusal carries epoch %d, want the replica's 3", reply.Epoch)
 			}
 			if _, err := ReadFrame(rd); !errors.Is(err, io.EOF) {
 				t.Fatalf("connection still open after refusal: %v", err)
 			}
 		})
+	}
+}
+
+func TestServerRefusesLargeFramesBeforeHello(t *testing.T) {
+	n := startNode(t, "a", "zone-a", "127.0.0.1")
+	n.create(t, vol, 4096)
+	c, rd := dialRaw(t, n)
+	var h [headerSize]byte
+	(&Frame{Op: OpHello, ID: 1}).putHeader(h[:])
+	binary.BigEndian.PutUint32(h[40:], maxPayload)
+	c.Write(h[:])
+	if _, err := ReadFrame(rd); !errors.Is(err, io.EOF) {
+		t.Fatalf("connection announcing a %d-byte hello stayed open: %v", maxPayload, err)
 	}
 }
 
@@ -183,7 +202,7 @@ func FuzzReadFrame(f *testing.F) {
 	(&Frame{Op: OpWrite, ID: 1, Epoch: 2, Offset: 3, Length: 4, Payload: []byte("data")}).WriteTo(&buf)
 	f.Add(buf.Bytes())
 	buf.Reset()
-	(&Frame{Op: OpHello, Payload: []byte(vol)}).WriteTo(&buf)
+	(&Frame{Op: OpHello, Payload: helloPayload(vol, "a")}).WriteTo(&buf)
 	f.Add(buf.Bytes())
 	f.Add([]byte("TRRP"))
 	f.Fuzz(func(t *testing.T, b []byte) {
@@ -230,7 +249,7 @@ func FuzzServerConn(f *testing.F) {
 		done := make(chan struct{})
 		go func() { sc.serve(); server.Close(); close(done) }()
 		go io.Copy(io.Discard, client)
-		(&Frame{Op: OpHello, ID: 1, Payload: []byte(vol)}).WriteTo(client)
+		(&Frame{Op: OpHello, ID: 1, Payload: helloPayload(vol, "")}).WriteTo(client)
 		client.Write(b)
 		client.Close()
 		select {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"hash/crc32"
 	"io"
+	"strings"
 )
 
 // Wire format. Every frame, in both directions, is a fixed 48-byte header
@@ -69,6 +70,7 @@ const (
 	StatusBadRequest    Status = 3
 	StatusIOError       Status = 4
 	StatusNotBound      Status = 5
+	StatusWrongNode     Status = 6
 )
 
 // Errors a replica reports, one per status, so that callers can use
@@ -79,6 +81,7 @@ var (
 	ErrBadRequest    = errors.New("bad request")
 	ErrRemoteIO      = errors.New("replica i/o error")
 	ErrNotBound      = errors.New("connection not bound to a volume")
+	ErrWrongNode     = errors.New("replica belongs to another node")
 )
 
 // Decoding errors.
@@ -102,6 +105,8 @@ func (s Status) Err() error {
 		return ErrBadRequest
 	case StatusNotBound:
 		return ErrNotBound
+	case StatusWrongNode:
+		return ErrWrongNode
 	default:
 		return ErrRemoteIO
 	}
@@ -185,6 +190,12 @@ func verify(h, payload []byte, crc uint32) error {
 // ReadFrame reads and verifies one frame from r. The payload is read into
 // a newly allocated buffer.
 func ReadFrame(r io.Reader) (Frame, error) {
+	return readFrame(r, maxPayload, nil)
+}
+
+// readFrame reads one frame whose payload is at most limit bytes. Before
+// allocating the payload it calls reserve, if set, with the payload size.
+func readFrame(r io.Reader, limit uint32, reserve func(int64)) (Frame, error) {
 	var h [headerSize]byte
 	if _, err := io.ReadFull(r, h[:]); err != nil {
 		return Frame{}, err
@@ -194,6 +205,12 @@ func ReadFrame(r io.Reader) (Frame, error) {
 		return f, err
 	}
 	n := binary.BigEndian.Uint32(h[40:])
+	if n > limit {
+		return f, fmt.Errorf("%w: %d bytes, at most %d here", ErrTooLarge, n, limit)
+	}
+	if reserve != nil {
+		reserve(int64(n))
+	}
 	if n > 0 {
 		f.Payload = make([]byte, n)
 		if _, err := io.ReadFull(r, f.Payload); err != nil {
@@ -236,4 +253,19 @@ func validateRequest(f *Frame, size int64) error {
 		return fmt.Errorf("%w: range %d+%d outside %d-byte volume", ErrBadRequest, f.Offset, length, size)
 	}
 	return nil
+}
+
+// helloPayload names the volume a connection is for and the node the
+// primary expects to reach, so a replica at the wrong address refuses.
+func helloPayload(volumeID, nodeID string) []byte {
+	return []byte(volumeID + "\x00" + nodeID)
+}
+
+// parseHello splits a hello payload into volume and node id.
+func parseHello(b []byte) (volumeID, nodeID string, err error) {
+	vol, node, ok := strings.Cut(string(b), "\x00")
+	if !ok || vol == "" || len(vol) > maxVolumeID || len(node) > maxVolumeID {
+		return "", "", fmt.Errorf("%w: malformed hello", ErrBadRequest)
+	}
+	return vol, node, nil
 }
