@@ -108,12 +108,12 @@ func startPrimary(t *testing.T, store *blockstore.Replica, l Layout, opts Primar
 // testController plays the controller: it answers reports with a new
 // layout, after an optional gate.
 type testController struct {
-	mu      sync.Mutex
-	layout  Layout
+	mu       sync.Mutex
+	layout   Layout
 	gate     chan struct{} // if non-nil, ReplicaFaulted waits for it
 	syncGate chan struct{} // if non-nil, ReplicaSynced waits for it
-	faults  []string
-	reports chan string
+	faults   []string
+	reports  chan string
 }
 
 func newTestController(l Layout) *testController {
