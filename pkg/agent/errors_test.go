@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"syscall"
 	"testing"
 
 	"google.golang.org/grpc/codes"
@@ -29,6 +30,8 @@ func TestCodeOf(t *testing.T) {
 		{fmt.Errorf("x: %w", replication.ErrInvalidLayout), codes.FailedPrecondition},
 		{fmt.Errorf("x: %w", blockstore.ErrStaleEpoch), codes.FailedPrecondition},
 		{fmt.Errorf("checksum: %w", context.Canceled), codes.Canceled},
+		{fmt.Errorf("size data file: %w", syscall.EFBIG), codes.OutOfRange},
+		{fmt.Errorf("x: %w", replication.ErrIncomplete), codes.FailedPrecondition},
 		{errors.New("disk on fire"), codes.Internal},
 	}
 	for _, tt := range tests {

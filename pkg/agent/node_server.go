@@ -3,6 +3,7 @@ package agent
 import (
 	"context"
 	"errors"
+	"syscall"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -112,6 +113,8 @@ func codeOf(err error) codes.Code {
 		return codes.AlreadyExists
 	case errors.Is(err, ErrBusy):
 		return codes.Aborted
+	case errors.Is(err, syscall.EFBIG), errors.Is(err, syscall.ENOSPC):
+		return codes.OutOfRange
 	case errors.Is(err, ErrShuttingDown):
 		return codes.Unavailable
 	case errors.Is(err, context.Canceled):
@@ -129,7 +132,7 @@ func codeOf(err error) codes.Code {
 func isPreconditionError(err error) bool {
 	for _, target := range []error{ErrNoLocalReplica, ErrSizeMismatch, ErrStaleLayout,
 		ErrLayoutConflict, replication.ErrInvalidLayout, replication.ErrDeposed,
-		blockstore.ErrStaleEpoch} {
+		blockstore.ErrStaleEpoch, replication.ErrIncomplete} {
 		if errors.Is(err, target) {
 			return true
 		}
