@@ -10,6 +10,9 @@ PKGS      := ./...
 FUZZTIME  ?= 10m
 TEST_TIMEOUT ?= 30m
 
+VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo devel)
+LDFLAGS   := -X main.version=$(VERSION)
+
 export GOBIN := $(TOOLS)
 
 .PHONY: all build deps test unit fuzz demo bench generate lint clean
@@ -17,7 +20,7 @@ export GOBIN := $(TOOLS)
 all: build
 
 build:
-	$(GO) build -o $(BIN)/trireme ./cmd/trireme
+	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN)/trireme ./cmd/trireme
 
 deps:
 	@hack/install-deps.sh
