@@ -208,31 +208,49 @@ func (r *Replica) PunchHole(off, length int64) error {
 		return nil
 	}
 	mode := uint32(unix.FALLOC_FL_PUNCH_HOLE | unix.FALLOC_FL_KEEP_SIZE)
-	if err := unix.Fallocate(int(r.file.Fd()), mode, off, length); err != nil {
+	err := r.withFd(func(fd int) error { return unix.Fallocate(fd, mode, off, length) })
+	if err != nil {
 		return fmt.Errorf("punch hole at %d+%d: %w", off, length, err)
 	}
 	return nil
 }
 
+// withFd runs fn on the data file's descriptor. The descriptor stays
+// valid for the whole call even if Close runs meanwhile: a raw Fd() could
+// be closed and reused by another file under fn.
+func (r *Replica) withFd(fn func(fd int) error) error {
+	rc, err := r.file.SyscallConn()
+	if err != nil {
+		return err
+	}
+	var opErr error
+	if err := rc.Control(func(fd uintptr) { opErr = fn(int(fd)) }); err != nil {
+		return err
+	}
+	return opErr
+}
+
 // Sync makes every write completed before the call durable (fdatasync).
 func (r *Replica) Sync() error {
-	return unix.Fdatasync(int(r.file.Fd()))
+	return r.withFd(unix.Fdatasync)
 }
 
 // NextData returns the start and end of the first allocated extent at or
 // after off. At the end of the data it returns (size, size).
 func (r *Replica) NextData(off int64) (start, end int64, err error) {
-	fd := int(r.file.Fd())
-	start, err = unix.Seek(fd, off, unix.SEEK_DATA)
+	err = r.withFd(func(fd int) error {
+		var err error
+		if start, err = unix.Seek(fd, off, unix.SEEK_DATA); err != nil {
+			return err
+		}
+		end, err = unix.Seek(fd, start, unix.SEEK_HOLE)
+		return err
+	})
 	if errors.Is(err, unix.ENXIO) {
 		return r.size, r.size, nil
 	}
 	if err != nil {
 		return 0, 0, fmt.Errorf("seek data from %d: %w", off, err)
-	}
-	end, err = unix.Seek(fd, start, unix.SEEK_HOLE)
-	if err != nil {
-		return 0, 0, fmt.Errorf("seek hole from %d: %w", start, err)
 	}
 	return start, end, nil
 }

@@ -101,7 +101,8 @@ type Primary struct {
 	opts  PrimaryOptions
 	ctx   context.Context
 	stop  context.CancelFunc
-	wg    sync.WaitGroup
+	wg    sync.WaitGroup // link goroutines
+	calls sync.WaitGroup // client calls in progress; Close waits for them
 
 	// seqMu orders writes: local apply plus enqueue on every link.
 	seqMu sync.Mutex
@@ -186,14 +187,31 @@ func (p *Primary) Layout() Layout {
 // ReadAt reads from the primary's own replica, which holds every
 // acknowledged write.
 func (p *Primary) ReadAt(ctx context.Context, b []byte, off int64) error {
-	if err := p.fenced(); err != nil {
+	if err := p.enter(); err != nil {
 		return err
 	}
+	defer p.calls.Done()
 	return p.store.ReadAt(b, off)
+}
+
+// enter admits a client call unless the primary is fenced. Close waits
+// for admitted calls, so none touches the replica after Close returns.
+func (p *Primary) enter() error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.fence != nil {
+		return p.fence
+	}
+	p.calls.Add(1)
+	return nil
 }
 
 // WriteAt writes b at off on every replica. It does not retain b.
 func (p *Primary) WriteAt(ctx context.Context, b []byte, off int64, fua bool) error {
+	if err := p.enter(); err != nil {
+		return err
+	}
+	defer p.calls.Done()
 	data := append([]byte(nil), b...)
 	f := Frame{Op: OpWrite, Offset: uint64(off), Length: uint32(len(data)), Payload: data}
 	if fua {
@@ -213,13 +231,21 @@ func (p *Primary) Trim(ctx context.Context, off, length int64) error {
 
 // WriteZeroes makes a range read as zeroes on every replica.
 func (p *Primary) WriteZeroes(ctx context.Context, off, length int64, fua bool) error {
+	if err := p.enter(); err != nil {
+		return err
+	}
+	defer p.calls.Done()
+	return p.zero(ctx, off, length, fua)
+}
+
+func (p *Primary) zero(ctx context.Context, off, length int64, fua bool) error {
 	f := Frame{Op: OpZero, Offset: uint64(off), Length: uint32(length)}
 	if length > 1<<31 {
 		// Split: the frame's length field is 32 bits.
-		if err := p.WriteZeroes(ctx, off, 1<<30, fua); err != nil {
+		if err := p.zero(ctx, off, 1<<30, fua); err != nil {
 			return err
 		}
-		return p.WriteZeroes(ctx, off+1<<30, length-1<<30, fua)
+		return p.zero(ctx, off+1<<30, length-1<<30, fua)
 	}
 	if fua {
 		f.Flags = FlagFUA
@@ -234,6 +260,10 @@ func (p *Primary) WriteZeroes(ctx context.Context, off, length int64, fua bool) 
 // Flush returns once every write acknowledged before it is durable on the
 // primary and on every InSync replica.
 func (p *Primary) Flush(ctx context.Context) error {
+	if err := p.enter(); err != nil {
+		return err
+	}
+	defer p.calls.Done()
 	o, err := p.sequence(Frame{Op: OpFlush}, nil)
 	if err != nil {
 		return err
@@ -465,6 +495,7 @@ func (p *Primary) Close() error {
 	p.mu.Lock()
 	p.fenceLocked(ErrClosed)
 	p.mu.Unlock()
+	p.calls.Wait()
 	p.stop()
 	p.wg.Wait()
 	return nil
