@@ -54,6 +54,16 @@ type Config struct {
 	// AckTimeout is how long a replica may take to acknowledge before it
 	// is reported faulted. Zero means the replication default.
 	AckTimeout time.Duration
+	// Topology is the node's topology segment as reported to the
+	// controller; the zone key is added from Zone when missing.
+	Topology map[string]string
+	// CapacityBytes is the space the node offers for replicas. Zero means
+	// the size of the filesystem holding DataDir.
+	CapacityBytes int64
+	// HeartbeatInterval is how often the node heartbeats to the
+	// controller's Registry service (at ControllerAddress). Zero means
+	// one second.
+	HeartbeatInterval time.Duration
 }
 
 // Endpoints are the addresses the agent's servers listen on.
@@ -73,6 +83,10 @@ type Agent struct {
 	lock     *os.File // flock on the data dir, held while running
 	reporter replication.Reporter
 	ctrl     *api.ControllerClient // nil without a controller
+	registry *api.RegistryClient   // nil without a controller
+	reg      *registrar            // nil without a controller
+	csi      *csiService           // nil unless StartCSI ran
+	capacity int64                 // bytes offered for replicas
 
 	replLis, nbdLis, apiLis net.Listener
 	repl                    *replication.Server
@@ -88,6 +102,8 @@ type Agent struct {
 	ops       sync.WaitGroup // operations admitted by begin
 
 	stopping     atomic.Bool
+	regOnce      sync.Once   // starts the registrar, or keeps it from starting
+	regStarted   atomic.Bool // the registrar runs
 	shutdownOnce sync.Once
 	shutdownErr  error
 }
@@ -121,6 +137,10 @@ func (c Config) validate() error {
 		return fmt.Errorf("%w: listen address %q is not an IP address", ErrInvalidConfig, c.ListenAddress)
 	case c.AckTimeout < 0:
 		return fmt.Errorf("%w: negative ack timeout %s", ErrInvalidConfig, c.AckTimeout)
+	case c.CapacityBytes < 0:
+		return fmt.Errorf("%w: negative capacity %d", ErrInvalidConfig, c.CapacityBytes)
+	case c.HeartbeatInterval < 0:
+		return fmt.Errorf("%w: negative heartbeat interval %s", ErrInvalidConfig, c.HeartbeatInterval)
 	}
 	for _, p := range []int{c.ReplicationPort, c.NBDPort, c.APIPort} {
 		if p < 0 || p > 65535 {
@@ -139,13 +159,18 @@ func (a *Agent) open() error {
 	if a.replicas, err = openReplicas(a.volumesDir()); err != nil {
 		return err
 	}
+	if a.capacity = a.cfg.CapacityBytes; a.capacity == 0 {
+		if a.capacity, err = dataDirCapacity(a.cfg.DataDir); err != nil {
+			return err
+		}
+	}
 	if err := a.listen(); err != nil {
 		return err
 	}
 	if err := a.dialController(); err != nil {
 		return err
 	}
-	a.repl = replication.NewServer(localReplicas{a}, replication.ServerOptions{})
+	a.repl = replication.NewServer(localReplicas{a}, replication.ServerOptions{NodeID: a.cfg.NodeID})
 	a.nbd = nbd.NewServer(primaryExports{a}, nbd.Options{})
 	a.grpc = grpc.NewServer()
 	apiv1.RegisterNodeServer(a.grpc, &nodeServer{a: a})
@@ -177,6 +202,10 @@ func (a *Agent) dialController() error {
 	}
 	a.ctrl = c
 	a.reporter = &controllerReporter{client: c, timeout: reportTimeout}
+	if a.registry, err = api.DialRegistry(a.cfg.ControllerAddress); err != nil {
+		return err
+	}
+	a.reg = newRegistrar(a, a.registry)
 	return nil
 }
 
@@ -196,6 +225,7 @@ func (a *Agent) Serve() error {
 	klog.InfoS("Node agent serving", "node", a.cfg.NodeID, "zone", a.cfg.Zone, "dataDir", a.cfg.DataDir,
 		"replication", a.replLis.Addr(), "nbd", a.nbdLis.Addr(), "api", a.apiLis.Addr(),
 		"controller", a.cfg.ControllerAddress, "volumes", len(a.volumeIDs()))
+	a.regOnce.Do(a.startRegistrar)
 	errc := make(chan error, 3)
 	go func() { errc <- wrapServe("replication", a.repl.Serve(a.replLis)) }()
 	go func() { errc <- wrapServe("nbd", ignoreClosed(a.nbd.Serve(a.nbdLis))) }()
@@ -206,6 +236,16 @@ func (a *Agent) Serve() error {
 		}
 	}
 	return nil
+}
+
+// startRegistrar runs the registration and heartbeat loop, if the agent
+// has a controller.
+func (a *Agent) startRegistrar() {
+	if a.reg == nil {
+		return
+	}
+	a.regStarted.Store(true)
+	go a.reg.run()
 }
 
 func ignoreClosed(err error) error {
@@ -254,6 +294,11 @@ func (a *Agent) Shutdown(ctx context.Context) error {
 func (a *Agent) shutdown(ctx context.Context) error {
 	klog.InfoS("Node agent shutting down", "node", a.cfg.NodeID)
 	a.stopping.Store(true)
+	a.regOnce.Do(func() {}) // a Serve that has not begun yet starts none
+	if a.regStarted.Load() {
+		a.reg.close()
+	}
+	a.stopCSI(ctx)
 	stopGRPC(ctx, a.grpc)
 
 	a.mu.Lock()
@@ -302,6 +347,9 @@ func (a *Agent) release() {
 	}
 	if a.ctrl != nil {
 		a.ctrl.Close()
+	}
+	if a.registry != nil {
+		a.registry.Close()
 	}
 	if a.lock != nil {
 		a.lock.Close()

@@ -57,3 +57,22 @@ func dial(addr string, opts []grpc.DialOption) (*grpc.ClientConn, error) {
 	}
 	return conn, nil
 }
+
+// RegistryClient calls the controller's Registry service.
+type RegistryClient struct {
+	apiv1.RegistryClient
+	conn *grpc.ClientConn
+}
+
+// DialRegistry returns a client of the Registry service at addr
+// (host:port). The connection is made lazily, on the first call.
+func DialRegistry(addr string, opts ...grpc.DialOption) (*RegistryClient, error) {
+	conn, err := dial(addr, opts)
+	if err != nil {
+		return nil, err
+	}
+	return &RegistryClient{RegistryClient: apiv1.NewRegistryClient(conn), conn: conn}, nil
+}
+
+// Close releases the connection.
+func (c *RegistryClient) Close() error { return c.conn.Close() }

@@ -9,13 +9,11 @@ import (
 	"fmt"
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
-	"sync"
-	"syscall"
 	"time"
 
+	"google.golang.org/grpc"
 	"k8s.io/klog/v2"
 
 	"github.com/trireme-csi/trireme/pkg/api"
@@ -36,12 +34,14 @@ type Node struct {
 	APIAddress      string
 	NBDAddress      string
 	ReplicationAddr string
-	Client          *api.NodeClient
+	// CSISocket is the path of the node's CSI Node service socket, empty
+	// unless Options.CSI.
+	CSISocket string
+	Client    *api.NodeClient
+	// CSIConn is a client connection to CSISocket, nil without it.
+	CSIConn *grpc.ClientConn
 
-	cmd     *exec.Cmd
-	done    chan struct{} // closed when the process has exited
-	exitErr error
-	stop    sync.Once
+	proc *process
 }
 
 // Cluster is a set of node agent processes.
@@ -55,6 +55,15 @@ type Options struct {
 	Binary string
 	// Dir holds each node's data directory and log.
 	Dir string
+	// Controller is host:port of the controller's internal API; empty
+	// runs the nodes without a controller.
+	Controller string
+	// CSI makes every node serve the CSI Node service on a unix socket,
+	// Dir/csi/<node id>.sock. It needs a Controller.
+	CSI bool
+	// CapacityBytes is what each node offers for replicas; zero means the
+	// size of the filesystem holding Dir.
+	CapacityBytes int64
 	// ExtraArgs are appended to every node's command line.
 	ExtraArgs []string
 }
@@ -98,40 +107,51 @@ func startNode(opts Options, s NodeSpec) (*Node, error) {
 		ReplicationAddr: net.JoinHostPort(s.IP, strconv.Itoa(ports[0])),
 		NBDAddress:      net.JoinHostPort(s.IP, strconv.Itoa(ports[1])),
 		APIAddress:      net.JoinHostPort(s.IP, strconv.Itoa(ports[2])),
-		done:            make(chan struct{}),
+	}
+	if opts.CSI {
+		n.CSISocket = filepath.Join(opts.Dir, "csi", s.ID+".sock")
 	}
 	if err := os.MkdirAll(n.DataDir, 0o700); err != nil {
 		return nil, err
 	}
-	logf, err := os.Create(filepath.Join(opts.Dir, s.ID+".log"))
-	if err != nil {
+	logPath := filepath.Join(opts.Dir, s.ID+".log")
+	if n.proc, err = spawn("node "+s.ID, opts.Binary, n.args(opts, ports), logPath); err != nil {
 		return nil, err
 	}
-	args := []string{"node",
-		"--node-id", s.ID, "--zone", s.Zone, "--data-dir", n.DataDir,
-		"--listen-address", s.IP,
-		"--replication-port", strconv.Itoa(ports[0]),
-		"--nbd-port", strconv.Itoa(ports[1]),
-		"--api-port", strconv.Itoa(ports[2]),
-	}
-	n.cmd = exec.Command(opts.Binary, append(args, opts.ExtraArgs...)...)
-	n.cmd.Stdout, n.cmd.Stderr = logf, logf
-	n.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := n.cmd.Start(); err != nil {
-		logf.Close()
-		return nil, fmt.Errorf("start node %s: %w", s.ID, err)
-	}
-	go func() {
-		n.exitErr = n.cmd.Wait()
-		logf.Close()
-		close(n.done)
-	}()
 	if n.Client, err = api.DialNode(n.APIAddress); err != nil {
 		n.kill()
 		return nil, err
 	}
-	klog.V(2).InfoS("Started node agent", "node", s.ID, "zone", s.Zone, "pid", n.cmd.Process.Pid)
+	if n.CSISocket != "" {
+		if n.CSIConn, err = DialUnix(n.CSISocket); err != nil {
+			n.closeClients()
+			n.kill()
+			return nil, err
+		}
+	}
+	klog.V(2).InfoS("Started node agent", "node", s.ID, "zone", s.Zone, "pid", n.PID())
 	return n, nil
+}
+
+// args is the node's command line.
+func (n *Node) args(opts Options, ports []int) []string {
+	args := []string{"node",
+		"--node-id", n.ID, "--zone", n.Zone, "--data-dir", n.DataDir,
+		"--listen-address", n.IP,
+		"--replication-port", strconv.Itoa(ports[0]),
+		"--nbd-port", strconv.Itoa(ports[1]),
+		"--api-port", strconv.Itoa(ports[2]),
+	}
+	if opts.Controller != "" {
+		args = append(args, "--controller", opts.Controller)
+	}
+	if n.CSISocket != "" {
+		args = append(args, "--csi-endpoint", "unix://"+n.CSISocket)
+	}
+	if opts.CapacityBytes > 0 {
+		args = append(args, "--capacity-bytes", strconv.FormatInt(opts.CapacityBytes, 10))
+	}
+	return append(args, opts.ExtraArgs...)
 }
 
 // freePorts finds n ports free on ip. Another process could take one
@@ -164,8 +184,8 @@ func (n *Node) waitReady(ctx context.Context) error {
 			return nil
 		}
 		select {
-		case <-n.done:
-			return fmt.Errorf("node %s exited during start: %v (see %s.log)", n.ID, n.exitErr, n.ID)
+		case <-n.proc.done:
+			return fmt.Errorf("node %s failed to start: %w", n.ID, n.proc.exitError())
 		case <-ctx.Done():
 			return fmt.Errorf("node %s not ready: %w", n.ID, errors.Join(ctx.Err(), err))
 		case <-time.After(50 * time.Millisecond):
@@ -174,28 +194,37 @@ func (n *Node) waitReady(ctx context.Context) error {
 }
 
 // PID returns the node process id.
-func (n *Node) PID() int { return n.cmd.Process.Pid }
+func (n *Node) PID() int { return n.proc.pid() }
+
+// LogPath returns the file holding the node's output.
+func (n *Node) LogPath() string { return n.proc.logPath }
 
 // Kill stops the node abruptly (SIGKILL) and waits for it to exit.
 func (n *Node) Kill() { n.kill() }
 
-func (n *Node) kill() {
-	n.stop.Do(func() {
-		n.cmd.Process.Kill()
-		<-n.done
-	})
-}
+func (n *Node) kill() { n.proc.kill() }
+
+// Terminate stops the node with SIGTERM, so that it shuts its servers
+// down in order, and kills it if it is not gone within grace.
+func (n *Node) Terminate(grace time.Duration) error { return n.proc.terminate(grace) }
 
 // Exited is closed once the node process has ended.
-func (n *Node) Exited() <-chan struct{} { return n.done }
+func (n *Node) Exited() <-chan struct{} { return n.proc.done }
 
 // Stop ends every node process and releases the API clients.
 func (c *Cluster) Stop() {
 	for _, n := range c.Nodes {
-		if n.Client != nil {
-			n.Client.Close()
-		}
+		n.closeClients()
 		n.kill()
+	}
+}
+
+func (n *Node) closeClients() {
+	if n.Client != nil {
+		n.Client.Close()
+	}
+	if n.CSIConn != nil {
+		n.CSIConn.Close()
 	}
 }
 

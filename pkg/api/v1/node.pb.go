@@ -1239,6 +1239,365 @@ func (x *ReportReplicaSyncedResponse) GetLayout() *Layout {
 	return nil
 }
 
+type RegisterNodeRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// node_id is the CSI node id, 1 to 256 bytes.
+	NodeId string `protobuf:"bytes,1,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
+	// topology is the node's whole topology segment, zone key included.
+	Topology map[string]string `protobuf:"bytes,2,rep,name=topology,proto3" json:"topology,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// zone is the node's availability zone, for operators.
+	Zone string `protobuf:"bytes,3,opt,name=zone,proto3" json:"zone,omitempty"`
+	// data_address is host:port of the node's replication server.
+	DataAddress string `protobuf:"bytes,4,opt,name=data_address,json=dataAddress,proto3" json:"data_address,omitempty"`
+	// api_address is host:port of the node's Node service.
+	ApiAddress string `protobuf:"bytes,5,opt,name=api_address,json=apiAddress,proto3" json:"api_address,omitempty"`
+	// nbd_address is host:port of the node's NBD server.
+	NbdAddress string `protobuf:"bytes,6,opt,name=nbd_address,json=nbdAddress,proto3" json:"nbd_address,omitempty"`
+	// capacity_bytes is the space the node offers for replicas.
+	CapacityBytes int64 `protobuf:"varint,7,opt,name=capacity_bytes,json=capacityBytes,proto3" json:"capacity_bytes,omitempty"`
+	// free_bytes is the part of capacity_bytes no replica holds yet.
+	FreeBytes     int64 `protobuf:"varint,8,opt,name=free_bytes,json=freeBytes,proto3" json:"free_bytes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RegisterNodeRequest) Reset() {
+	*x = RegisterNodeRequest{}
+	mi := &file_trireme_v1_node_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RegisterNodeRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RegisterNodeRequest) ProtoMessage() {}
+
+func (x *RegisterNodeRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_trireme_v1_node_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RegisterNodeRequest.ProtoReflect.Descriptor instead.
+func (*RegisterNodeRequest) Descriptor() ([]byte, []int) {
+	return file_trireme_v1_node_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *RegisterNodeRequest) GetNodeId() string {
+	if x != nil {
+		return x.NodeId
+	}
+	return ""
+}
+
+func (x *RegisterNodeRequest) GetTopology() map[string]string {
+	if x != nil {
+		return x.Topology
+	}
+	return nil
+}
+
+func (x *RegisterNodeRequest) GetZone() string {
+	if x != nil {
+		return x.Zone
+	}
+	return ""
+}
+
+func (x *RegisterNodeRequest) GetDataAddress() string {
+	if x != nil {
+		return x.DataAddress
+	}
+	return ""
+}
+
+func (x *RegisterNodeRequest) GetApiAddress() string {
+	if x != nil {
+		return x.ApiAddress
+	}
+	return ""
+}
+
+func (x *RegisterNodeRequest) GetNbdAddress() string {
+	if x != nil {
+		return x.NbdAddress
+	}
+	return ""
+}
+
+func (x *RegisterNodeRequest) GetCapacityBytes() int64 {
+	if x != nil {
+		return x.CapacityBytes
+	}
+	return 0
+}
+
+func (x *RegisterNodeRequest) GetFreeBytes() int64 {
+	if x != nil {
+		return x.FreeBytes
+	}
+	return 0
+}
+
+type RegisterNodeResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// heartbeat_interval_ms is how often the controller expects heartbeats;
+	// zero leaves the node's own setting.
+	HeartbeatIntervalMs int64 `protobuf:"varint,1,opt,name=heartbeat_interval_ms,json=heartbeatIntervalMs,proto3" json:"heartbeat_interval_ms,omitempty"`
+	unknownFields       protoimpl.UnknownFields
+	sizeCache           protoimpl.SizeCache
+}
+
+func (x *RegisterNodeResponse) Reset() {
+	*x = RegisterNodeResponse{}
+	mi := &file_trireme_v1_node_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RegisterNodeResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RegisterNodeResponse) ProtoMessage() {}
+
+func (x *RegisterNodeResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_trireme_v1_node_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RegisterNodeResponse.ProtoReflect.Descriptor instead.
+func (*RegisterNodeResponse) Descriptor() ([]byte, []int) {
+	return file_trireme_v1_node_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *RegisterNodeResponse) GetHeartbeatIntervalMs() int64 {
+	if x != nil {
+		return x.HeartbeatIntervalMs
+	}
+	return 0
+}
+
+type HeartbeatRequest struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	NodeId string                 `protobuf:"bytes,1,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
+	// free_bytes is the part of the node's capacity no replica holds yet.
+	FreeBytes     int64 `protobuf:"varint,2,opt,name=free_bytes,json=freeBytes,proto3" json:"free_bytes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *HeartbeatRequest) Reset() {
+	*x = HeartbeatRequest{}
+	mi := &file_trireme_v1_node_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *HeartbeatRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*HeartbeatRequest) ProtoMessage() {}
+
+func (x *HeartbeatRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_trireme_v1_node_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use HeartbeatRequest.ProtoReflect.Descriptor instead.
+func (*HeartbeatRequest) Descriptor() ([]byte, []int) {
+	return file_trireme_v1_node_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *HeartbeatRequest) GetNodeId() string {
+	if x != nil {
+		return x.NodeId
+	}
+	return ""
+}
+
+func (x *HeartbeatRequest) GetFreeBytes() int64 {
+	if x != nil {
+		return x.FreeBytes
+	}
+	return 0
+}
+
+type HeartbeatResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *HeartbeatResponse) Reset() {
+	*x = HeartbeatResponse{}
+	mi := &file_trireme_v1_node_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *HeartbeatResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*HeartbeatResponse) ProtoMessage() {}
+
+func (x *HeartbeatResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_trireme_v1_node_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use HeartbeatResponse.ProtoReflect.Descriptor instead.
+func (*HeartbeatResponse) Descriptor() ([]byte, []int) {
+	return file_trireme_v1_node_proto_rawDescGZIP(), []int{23}
+}
+
+type LocateVolumeRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	VolumeId      string                 `protobuf:"bytes,1,opt,name=volume_id,json=volumeId,proto3" json:"volume_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LocateVolumeRequest) Reset() {
+	*x = LocateVolumeRequest{}
+	mi := &file_trireme_v1_node_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LocateVolumeRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LocateVolumeRequest) ProtoMessage() {}
+
+func (x *LocateVolumeRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_trireme_v1_node_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LocateVolumeRequest.ProtoReflect.Descriptor instead.
+func (*LocateVolumeRequest) Descriptor() ([]byte, []int) {
+	return file_trireme_v1_node_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *LocateVolumeRequest) GetVolumeId() string {
+	if x != nil {
+		return x.VolumeId
+	}
+	return ""
+}
+
+type LocateVolumeResponse struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Layout *Layout                `protobuf:"bytes,1,opt,name=layout,proto3" json:"layout,omitempty"`
+	// primary_nbd_address is host:port of the primary's NBD server; the
+	// export name is the volume id.
+	PrimaryNbdAddress string `protobuf:"bytes,2,opt,name=primary_nbd_address,json=primaryNbdAddress,proto3" json:"primary_nbd_address,omitempty"`
+	// published_node_id is the node the volume is published to, if any,
+	// and attachment_generation counts publishes (see ControllerPublish).
+	PublishedNodeId      string `protobuf:"bytes,3,opt,name=published_node_id,json=publishedNodeId,proto3" json:"published_node_id,omitempty"`
+	AttachmentGeneration uint64 `protobuf:"varint,4,opt,name=attachment_generation,json=attachmentGeneration,proto3" json:"attachment_generation,omitempty"`
+	unknownFields        protoimpl.UnknownFields
+	sizeCache            protoimpl.SizeCache
+}
+
+func (x *LocateVolumeResponse) Reset() {
+	*x = LocateVolumeResponse{}
+	mi := &file_trireme_v1_node_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LocateVolumeResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LocateVolumeResponse) ProtoMessage() {}
+
+func (x *LocateVolumeResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_trireme_v1_node_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LocateVolumeResponse.ProtoReflect.Descriptor instead.
+func (*LocateVolumeResponse) Descriptor() ([]byte, []int) {
+	return file_trireme_v1_node_proto_rawDescGZIP(), []int{25}
+}
+
+func (x *LocateVolumeResponse) GetLayout() *Layout {
+	if x != nil {
+		return x.Layout
+	}
+	return nil
+}
+
+func (x *LocateVolumeResponse) GetPrimaryNbdAddress() string {
+	if x != nil {
+		return x.PrimaryNbdAddress
+	}
+	return ""
+}
+
+func (x *LocateVolumeResponse) GetPublishedNodeId() string {
+	if x != nil {
+		return x.PublishedNodeId
+	}
+	return ""
+}
+
+func (x *LocateVolumeResponse) GetAttachmentGeneration() uint64 {
+	if x != nil {
+		return x.AttachmentGeneration
+	}
+	return 0
+}
+
 var File_trireme_v1_node_proto protoreflect.FileDescriptor
 
 const file_trireme_v1_node_proto_rawDesc = "" +
@@ -1316,7 +1675,36 @@ const file_trireme_v1_node_proto_rawDesc = "" +
 	"\x05epoch\x18\x02 \x01(\x04R\x05epoch\x12\x17\n" +
 	"\anode_id\x18\x03 \x01(\tR\x06nodeId\"I\n" +
 	"\x1bReportReplicaSyncedResponse\x12*\n" +
-	"\x06layout\x18\x01 \x01(\v2\x12.trireme.v1.LayoutR\x06layout*~\n" +
+	"\x06layout\x18\x01 \x01(\v2\x12.trireme.v1.LayoutR\x06layout\"\xf5\x02\n" +
+	"\x13RegisterNodeRequest\x12\x17\n" +
+	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12I\n" +
+	"\btopology\x18\x02 \x03(\v2-.trireme.v1.RegisterNodeRequest.TopologyEntryR\btopology\x12\x12\n" +
+	"\x04zone\x18\x03 \x01(\tR\x04zone\x12!\n" +
+	"\fdata_address\x18\x04 \x01(\tR\vdataAddress\x12\x1f\n" +
+	"\vapi_address\x18\x05 \x01(\tR\n" +
+	"apiAddress\x12\x1f\n" +
+	"\vnbd_address\x18\x06 \x01(\tR\n" +
+	"nbdAddress\x12%\n" +
+	"\x0ecapacity_bytes\x18\a \x01(\x03R\rcapacityBytes\x12\x1d\n" +
+	"\n" +
+	"free_bytes\x18\b \x01(\x03R\tfreeBytes\x1a;\n" +
+	"\rTopologyEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"J\n" +
+	"\x14RegisterNodeResponse\x122\n" +
+	"\x15heartbeat_interval_ms\x18\x01 \x01(\x03R\x13heartbeatIntervalMs\"J\n" +
+	"\x10HeartbeatRequest\x12\x17\n" +
+	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12\x1d\n" +
+	"\n" +
+	"free_bytes\x18\x02 \x01(\x03R\tfreeBytes\"\x13\n" +
+	"\x11HeartbeatResponse\"2\n" +
+	"\x13LocateVolumeRequest\x12\x1b\n" +
+	"\tvolume_id\x18\x01 \x01(\tR\bvolumeId\"\xd3\x01\n" +
+	"\x14LocateVolumeResponse\x12*\n" +
+	"\x06layout\x18\x01 \x01(\v2\x12.trireme.v1.LayoutR\x06layout\x12.\n" +
+	"\x13primary_nbd_address\x18\x02 \x01(\tR\x11primaryNbdAddress\x12*\n" +
+	"\x11published_node_id\x18\x03 \x01(\tR\x0fpublishedNodeId\x123\n" +
+	"\x15attachment_generation\x18\x04 \x01(\x04R\x14attachmentGeneration*~\n" +
 	"\fReplicaState\x12\x1d\n" +
 	"\x19REPLICA_STATE_UNSPECIFIED\x10\x00\x12\x19\n" +
 	"\x15REPLICA_STATE_IN_SYNC\x10\x01\x12\x19\n" +
@@ -1336,7 +1724,11 @@ const file_trireme_v1_node_proto_rawDesc = "" +
 	"\n" +
 	"Controller\x12i\n" +
 	"\x14ReportReplicaFaulted\x12'.trireme.v1.ReportReplicaFaultedRequest\x1a(.trireme.v1.ReportReplicaFaultedResponse\x12f\n" +
-	"\x13ReportReplicaSynced\x12&.trireme.v1.ReportReplicaSyncedRequest\x1a'.trireme.v1.ReportReplicaSyncedResponseB1Z/github.com/trireme-csi/trireme/pkg/api/v1;apiv1b\x06proto3"
+	"\x13ReportReplicaSynced\x12&.trireme.v1.ReportReplicaSyncedRequest\x1a'.trireme.v1.ReportReplicaSyncedResponse2\xfa\x01\n" +
+	"\bRegistry\x12Q\n" +
+	"\fRegisterNode\x12\x1f.trireme.v1.RegisterNodeRequest\x1a .trireme.v1.RegisterNodeResponse\x12H\n" +
+	"\tHeartbeat\x12\x1c.trireme.v1.HeartbeatRequest\x1a\x1d.trireme.v1.HeartbeatResponse\x12Q\n" +
+	"\fLocateVolume\x12\x1f.trireme.v1.LocateVolumeRequest\x1a .trireme.v1.LocateVolumeResponseB1Z/github.com/trireme-csi/trireme/pkg/api/v1;apiv1b\x06proto3"
 
 var (
 	file_trireme_v1_node_proto_rawDescOnce sync.Once
@@ -1351,7 +1743,7 @@ func file_trireme_v1_node_proto_rawDescGZIP() []byte {
 }
 
 var file_trireme_v1_node_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_trireme_v1_node_proto_msgTypes = make([]protoimpl.MessageInfo, 20)
+var file_trireme_v1_node_proto_msgTypes = make([]protoimpl.MessageInfo, 27)
 var file_trireme_v1_node_proto_goTypes = []any{
 	(ReplicaState)(0),                    // 0: trireme.v1.ReplicaState
 	(Role)(0),                            // 1: trireme.v1.Role
@@ -1375,6 +1767,13 @@ var file_trireme_v1_node_proto_goTypes = []any{
 	(*ReportReplicaFaultedResponse)(nil), // 19: trireme.v1.ReportReplicaFaultedResponse
 	(*ReportReplicaSyncedRequest)(nil),   // 20: trireme.v1.ReportReplicaSyncedRequest
 	(*ReportReplicaSyncedResponse)(nil),  // 21: trireme.v1.ReportReplicaSyncedResponse
+	(*RegisterNodeRequest)(nil),          // 22: trireme.v1.RegisterNodeRequest
+	(*RegisterNodeResponse)(nil),         // 23: trireme.v1.RegisterNodeResponse
+	(*HeartbeatRequest)(nil),             // 24: trireme.v1.HeartbeatRequest
+	(*HeartbeatResponse)(nil),            // 25: trireme.v1.HeartbeatResponse
+	(*LocateVolumeRequest)(nil),          // 26: trireme.v1.LocateVolumeRequest
+	(*LocateVolumeResponse)(nil),         // 27: trireme.v1.LocateVolumeResponse
+	nil,                                  // 28: trireme.v1.RegisterNodeRequest.TopologyEntry
 }
 var file_trireme_v1_node_proto_depIdxs = []int32{
 	0,  // 0: trireme.v1.ReplicaInfo.state:type_name -> trireme.v1.ReplicaState
@@ -1390,27 +1789,35 @@ var file_trireme_v1_node_proto_depIdxs = []int32{
 	5,  // 10: trireme.v1.ListVolumesResponse.volumes:type_name -> trireme.v1.Volume
 	3,  // 11: trireme.v1.ReportReplicaFaultedResponse.layout:type_name -> trireme.v1.Layout
 	3,  // 12: trireme.v1.ReportReplicaSyncedResponse.layout:type_name -> trireme.v1.Layout
-	6,  // 13: trireme.v1.Node.CreateReplica:input_type -> trireme.v1.CreateReplicaRequest
-	8,  // 14: trireme.v1.Node.DeleteReplica:input_type -> trireme.v1.DeleteReplicaRequest
-	10, // 15: trireme.v1.Node.SetLayout:input_type -> trireme.v1.SetLayoutRequest
-	12, // 16: trireme.v1.Node.GetVolume:input_type -> trireme.v1.GetVolumeRequest
-	14, // 17: trireme.v1.Node.ListVolumes:input_type -> trireme.v1.ListVolumesRequest
-	16, // 18: trireme.v1.Node.ChecksumReplica:input_type -> trireme.v1.ChecksumReplicaRequest
-	18, // 19: trireme.v1.Controller.ReportReplicaFaulted:input_type -> trireme.v1.ReportReplicaFaultedRequest
-	20, // 20: trireme.v1.Controller.ReportReplicaSynced:input_type -> trireme.v1.ReportReplicaSyncedRequest
-	7,  // 21: trireme.v1.Node.CreateReplica:output_type -> trireme.v1.CreateReplicaResponse
-	9,  // 22: trireme.v1.Node.DeleteReplica:output_type -> trireme.v1.DeleteReplicaResponse
-	11, // 23: trireme.v1.Node.SetLayout:output_type -> trireme.v1.SetLayoutResponse
-	13, // 24: trireme.v1.Node.GetVolume:output_type -> trireme.v1.GetVolumeResponse
-	15, // 25: trireme.v1.Node.ListVolumes:output_type -> trireme.v1.ListVolumesResponse
-	17, // 26: trireme.v1.Node.ChecksumReplica:output_type -> trireme.v1.ChecksumReplicaResponse
-	19, // 27: trireme.v1.Controller.ReportReplicaFaulted:output_type -> trireme.v1.ReportReplicaFaultedResponse
-	21, // 28: trireme.v1.Controller.ReportReplicaSynced:output_type -> trireme.v1.ReportReplicaSyncedResponse
-	21, // [21:29] is the sub-list for method output_type
-	13, // [13:21] is the sub-list for method input_type
-	13, // [13:13] is the sub-list for extension type_name
-	13, // [13:13] is the sub-list for extension extendee
-	0,  // [0:13] is the sub-list for field type_name
+	28, // 13: trireme.v1.RegisterNodeRequest.topology:type_name -> trireme.v1.RegisterNodeRequest.TopologyEntry
+	3,  // 14: trireme.v1.LocateVolumeResponse.layout:type_name -> trireme.v1.Layout
+	6,  // 15: trireme.v1.Node.CreateReplica:input_type -> trireme.v1.CreateReplicaRequest
+	8,  // 16: trireme.v1.Node.DeleteReplica:input_type -> trireme.v1.DeleteReplicaRequest
+	10, // 17: trireme.v1.Node.SetLayout:input_type -> trireme.v1.SetLayoutRequest
+	12, // 18: trireme.v1.Node.GetVolume:input_type -> trireme.v1.GetVolumeRequest
+	14, // 19: trireme.v1.Node.ListVolumes:input_type -> trireme.v1.ListVolumesRequest
+	16, // 20: trireme.v1.Node.ChecksumReplica:input_type -> trireme.v1.ChecksumReplicaRequest
+	18, // 21: trireme.v1.Controller.ReportReplicaFaulted:input_type -> trireme.v1.ReportReplicaFaultedRequest
+	20, // 22: trireme.v1.Controller.ReportReplicaSynced:input_type -> trireme.v1.ReportReplicaSyncedRequest
+	22, // 23: trireme.v1.Registry.RegisterNode:input_type -> trireme.v1.RegisterNodeRequest
+	24, // 24: trireme.v1.Registry.Heartbeat:input_type -> trireme.v1.HeartbeatRequest
+	26, // 25: trireme.v1.Registry.LocateVolume:input_type -> trireme.v1.LocateVolumeRequest
+	7,  // 26: trireme.v1.Node.CreateReplica:output_type -> trireme.v1.CreateReplicaResponse
+	9,  // 27: trireme.v1.Node.DeleteReplica:output_type -> trireme.v1.DeleteReplicaResponse
+	11, // 28: trireme.v1.Node.SetLayout:output_type -> trireme.v1.SetLayoutResponse
+	13, // 29: trireme.v1.Node.GetVolume:output_type -> trireme.v1.GetVolumeResponse
+	15, // 30: trireme.v1.Node.ListVolumes:output_type -> trireme.v1.ListVolumesResponse
+	17, // 31: trireme.v1.Node.ChecksumReplica:output_type -> trireme.v1.ChecksumReplicaResponse
+	19, // 32: trireme.v1.Controller.ReportReplicaFaulted:output_type -> trireme.v1.ReportReplicaFaultedResponse
+	21, // 33: trireme.v1.Controller.ReportReplicaSynced:output_type -> trireme.v1.ReportReplicaSyncedResponse
+	23, // 34: trireme.v1.Registry.RegisterNode:output_type -> trireme.v1.RegisterNodeResponse
+	25, // 35: trireme.v1.Registry.Heartbeat:output_type -> trireme.v1.HeartbeatResponse
+	27, // 36: trireme.v1.Registry.LocateVolume:output_type -> trireme.v1.LocateVolumeResponse
+	26, // [26:37] is the sub-list for method output_type
+	15, // [15:26] is the sub-list for method input_type
+	15, // [15:15] is the sub-list for extension type_name
+	15, // [15:15] is the sub-list for extension extendee
+	0,  // [0:15] is the sub-list for field type_name
 }
 
 func init() { file_trireme_v1_node_proto_init() }
@@ -1424,9 +1831,9 @@ func file_trireme_v1_node_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_trireme_v1_node_proto_rawDesc), len(file_trireme_v1_node_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   20,
+			NumMessages:   27,
 			NumExtensions: 0,
-			NumServices:   2,
+			NumServices:   3,
 		},
 		GoTypes:           file_trireme_v1_node_proto_goTypes,
 		DependencyIndexes: file_trireme_v1_node_proto_depIdxs,

@@ -1,0 +1,115 @@
+// Package controller is Trireme's control plane: node membership, replica
+// placement, the life cycle of volumes and their attachments, and the
+// layout changes the data plane reports (replica faults and completed
+// copies). Volume and node records live in a store.Store; node liveness
+// (heartbeat age and free space) lives in memory only, since it is stale
+// the moment the controller restarts anyway.
+//
+// The package knows nothing of gRPC status codes: it returns the sentinel
+// errors of errors.go, wrapped with context, and the RPC edges choose the
+// codes.
+package controller
+
+import (
+	"io"
+	"sync"
+	"time"
+
+	"github.com/trireme-csi/trireme/pkg/api"
+	apiv1 "github.com/trireme-csi/trireme/pkg/api/v1"
+	"github.com/trireme-csi/trireme/pkg/store"
+)
+
+// Defaults of Options.
+const (
+	DefaultHeartbeatTimeout = 5 * time.Second
+	DefaultNodeCallTimeout  = 10 * time.Second
+	DefaultPushTimeout      = 2 * time.Second
+)
+
+// NodeDialer returns a client of the Node service at a node agent's API
+// address (host:port).
+type NodeDialer func(apiAddress string) (apiv1.NodeClient, error)
+
+// Options configure a Controller.
+type Options struct {
+	// Store holds volume and node records. Required.
+	Store store.Store
+	// DialNode connects to node agents. Nil dials them over plain TCP.
+	DialNode NodeDialer
+	// HeartbeatTimeout is how old a node's last heartbeat may be for the
+	// node to count as live. Zero means DefaultHeartbeatTimeout.
+	HeartbeatTimeout time.Duration
+	// NodeCallTimeout bounds each call to a node while creating or
+	// deleting a volume. Zero means DefaultNodeCallTimeout.
+	NodeCallTimeout time.Duration
+	// PushTimeout bounds each best-effort push of a new layout to the
+	// replica nodes after a report. Zero means DefaultPushTimeout.
+	PushTimeout time.Duration
+	// Now tells the time; nil means time.Now. Tests set it.
+	Now func() time.Time
+}
+
+func (o *Options) defaults() {
+	if o.DialNode == nil {
+		o.DialNode = dialNode
+	}
+	if o.HeartbeatTimeout == 0 {
+		o.HeartbeatTimeout = DefaultHeartbeatTimeout
+	}
+	if o.NodeCallTimeout == 0 {
+		o.NodeCallTimeout = DefaultNodeCallTimeout
+	}
+	if o.PushTimeout == 0 {
+		o.PushTimeout = DefaultPushTimeout
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+}
+
+func dialNode(addr string) (apiv1.NodeClient, error) {
+	return api.DialNode(addr)
+}
+
+// Controller places and manages volumes. Its methods are safe for
+// concurrent use; callers serialize operations on one volume (the CSI
+// server does, with its in-flight map), and the store's compare-and-swap
+// keeps concurrent layout changes from losing one another.
+type Controller struct {
+	opts    Options
+	store   store.Store
+	members *members
+
+	started time.Time // when this process's view of membership began
+
+	mu      sync.Mutex // guards clients and ready
+	clients map[string]apiv1.NodeClient
+	ready   map[string]bool // volumes fully provisioned by this process
+}
+
+// New returns a Controller over opts.Store. It does not close the store.
+func New(opts Options) *Controller {
+	opts.defaults()
+	return &Controller{
+		opts:    opts,
+		store:   opts.Store,
+		members: newMembers(),
+		started: opts.Now(),
+		clients: map[string]apiv1.NodeClient{},
+		ready:   map[string]bool{},
+	}
+}
+
+// Close releases the connections to node agents.
+func (c *Controller) Close() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for addr, cl := range c.clients {
+		if cl, ok := cl.(io.Closer); ok {
+			cl.Close()
+		}
+		delete(c.clients, addr)
+	}
+	return nil
+}

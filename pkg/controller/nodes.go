@@ -1,0 +1,108 @@
+package controller
+
+import (
+	"context"
+	"fmt"
+	"sync"
+
+	"k8s.io/klog/v2"
+
+	"github.com/trireme-csi/trireme/pkg/api"
+	apiv1 "github.com/trireme-csi/trireme/pkg/api/v1"
+	"github.com/trireme-csi/trireme/pkg/replication"
+)
+
+// nodeClient returns a cached client of the node's Node service.
+func (c *Controller) nodeClient(ctx context.Context, nodeID string) (apiv1.NodeClient, error) {
+	addr, err := c.apiAddress(ctx, nodeID)
+	if err != nil {
+		return nil, err
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if cl, ok := c.clients[addr]; ok {
+		return cl, nil
+	}
+	cl, err := c.opts.DialNode(addr)
+	if err != nil {
+		return nil, fmt.Errorf("node %s: %w: %w", nodeID, ErrNodeUnavailable, err)
+	}
+	c.clients[addr] = cl
+	return cl, nil
+}
+
+// callNode runs one call on a node within NodeCallTimeout. A failed call
+// wraps ErrNodeUnavailable: the node's own code is for its logs, since the
+// caller's request was fine and a retry may succeed.
+func (c *Controller) callNode(ctx context.Context, nodeID, what string, call func(context.Context, apiv1.NodeClient) error) error {
+	cl, err := c.nodeClient(ctx, nodeID)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(ctx, c.opts.NodeCallTimeout)
+	defer cancel()
+	if err := call(ctx, cl); err != nil {
+		return fmt.Errorf("%s on node %s: %w: %w", what, nodeID, ErrNodeUnavailable, err)
+	}
+	return nil
+}
+
+func (c *Controller) createReplica(ctx context.Context, nodeID, volumeID string, size int64) error {
+	return c.callNode(ctx, nodeID, "create replica of "+volumeID, func(ctx context.Context, cl apiv1.NodeClient) error {
+		_, err := cl.CreateReplica(ctx, &apiv1.CreateReplicaRequest{VolumeId: volumeID, SizeBytes: size})
+		return err
+	})
+}
+
+// deleteReplica removes the node's replica; the Node service answers OK
+// when there is none.
+func (c *Controller) deleteReplica(ctx context.Context, nodeID, volumeID string) error {
+	return c.callNode(ctx, nodeID, "delete replica of "+volumeID, func(ctx context.Context, cl apiv1.NodeClient) error {
+		_, err := cl.DeleteReplica(ctx, &apiv1.DeleteReplicaRequest{VolumeId: volumeID})
+		return err
+	})
+}
+
+func (c *Controller) setLayout(ctx context.Context, nodeID string, l replication.Layout) error {
+	return c.callNode(ctx, nodeID, fmt.Sprintf("set layout of %s at epoch %d", l.VolumeID, l.Epoch),
+		func(ctx context.Context, cl apiv1.NodeClient) error {
+			_, err := cl.SetLayout(ctx, &apiv1.SetLayoutRequest{Layout: api.LayoutToProto(l)})
+			return err
+		})
+}
+
+// setLayoutEverywhere gives the layout to every replica node, the primary
+// last so that it connects to replicas that already know the volume.
+func (c *Controller) setLayoutEverywhere(ctx context.Context, l replication.Layout) error {
+	nodes := replicaNodes(l)
+	for _, node := range append(nodes[1:], nodes[0]) {
+		if err := c.setLayout(ctx, node, l); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// pushLayout tells the replica nodes other than the primary about a new
+// layout, in parallel and within PushTimeout. It is best effort: the
+// persisted record is what counts, the primary gets the layout in its
+// report's answer, and a node that misses it refuses nothing that matters
+// (it learns newer epochs from the primary's frames).
+func (c *Controller) pushLayout(l replication.Layout) {
+	var wg sync.WaitGroup
+	for _, r := range l.Replicas {
+		if r.NodeID == l.Primary {
+			continue
+		}
+		wg.Add(1)
+		go func(node string) {
+			defer wg.Done()
+			ctx, cancel := context.WithTimeout(context.Background(), c.opts.PushTimeout)
+			defer cancel()
+			if err := c.setLayout(ctx, node, l); err != nil {
+				klog.V(2).InfoS("Pushing layout failed", "volume", l.VolumeID, "node", node, "epoch", l.Epoch, "err", err)
+			}
+		}(r.NodeID)
+	}
+	wg.Wait()
+}
