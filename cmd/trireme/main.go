@@ -8,17 +8,25 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"os/signal"
+	"path/filepath"
+	"strconv"
 	"syscall"
 	"time"
 
+	csipb "github.com/container-storage-interface/spec/lib/go/csi"
+	"google.golang.org/grpc"
 	"k8s.io/klog/v2"
 
 	"github.com/trireme-csi/trireme/pkg/agent"
 	"github.com/trireme-csi/trireme/pkg/api"
 	apiv1 "github.com/trireme-csi/trireme/pkg/api/v1"
-	"github.com/trireme-csi/trireme/pkg/demo"
+	"github.com/trireme-csi/trireme/pkg/controller"
+	"github.com/trireme-csi/trireme/pkg/controller/apiserver"
+	"github.com/trireme-csi/trireme/pkg/csi"
+	"github.com/trireme-csi/trireme/pkg/store/bolt"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
@@ -48,12 +56,14 @@ func run(args []string, stdout, stderr io.Writer) error {
 		return errUsage
 	}
 	switch args[0] {
+	case "controller":
+		return runController(args[1:], stderr)
 	case "node":
 		return runNode(args[1:], stderr)
 	case "volumes":
 		return runVolumes(args[1:], stdout, stderr)
-	case "demo":
-		return runDemo(args[1:], stdout, stderr)
+	case "local-cluster", "demo":
+		return runLocalCluster(args[0], args[1:], stdout, stderr)
 	case "version":
 		fmt.Fprintln(stdout, "trireme", version)
 		return nil
@@ -70,10 +80,13 @@ func usage(w io.Writer) {
 	fmt.Fprint(w, `Usage: trireme <command> [flags]
 
 Commands:
-  node      run the node agent: replicas, replication, NBD exports, Node API
-  volumes   print a node's volumes with replica health and sync progress
-  demo      run three nodes in three zones and replicate real data across them
-  version   print the version
+  controller     run the controller: CSI Identity and Controller, node registry
+  node           run the node agent: replicas, replication, NBD exports, Node API
+  volumes        print a node's volumes with replica health and sync progress
+  local-cluster  run a controller and six nodes in three zones on this machine and
+                 move a volume of real files across zones through CSI (needs root)
+  demo           the same as local-cluster
+  version        print the version
 
 Run "trireme <command> -h" for the flags of a command.
 `)
@@ -97,6 +110,11 @@ func runNode(args []string, stderr io.Writer) error {
 	fs.IntVar(&cfg.APIPort, "api-port", 7601, "TCP port of the Node API (gRPC)")
 	fs.StringVar(&cfg.ControllerAddress, "controller", "", "host:port of the controller's API, for replica fault reports")
 	fs.DurationVar(&cfg.AckTimeout, "ack-timeout", 2*time.Second, "how long a replica may take to acknowledge before it is reported faulted")
+	fs.Int64Var(&cfg.CapacityBytes, "capacity-bytes", 0, "bytes offered for replicas (0: the size of the data dir's filesystem)")
+	fs.DurationVar(&cfg.HeartbeatInterval, "heartbeat-interval", time.Second, "how often to heartbeat to the controller")
+	csiCfg := agent.CSIConfig{Version: version}
+	fs.StringVar(&csiCfg.Endpoint, "csi-endpoint", "", "CSI Node endpoint, unix:///path/csi.sock (empty: no CSI service)")
+	fs.Int64Var(&csiCfg.MaxVolumes, "max-volumes", 0, "most volumes this node stages (0: no limit)")
 	klog.InitFlags(fs)
 	if err := parse(fs, args); err != nil {
 		return err
@@ -108,7 +126,83 @@ func runNode(args []string, stderr io.Writer) error {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
+	if csiCfg.Endpoint != "" {
+		if err := a.StartCSI(ctx, csiCfg); err != nil {
+			return errors.Join(err, a.Shutdown(ctx))
+		}
+	}
 	return a.Run(ctx, shutdownGrace)
+}
+
+func runController(args []string, stderr io.Writer) error {
+	fs := newFlagSet("controller", stderr)
+	endpoint := fs.String("endpoint", "unix:///csi/csi.sock", "CSI endpoint: unix:///path or tcp://host:port")
+	db := fs.String("db", "/var/lib/trireme/controller.db", "embedded store file")
+	listen := fs.String("listen-address", "127.0.0.1", "IP address of the controller's internal API")
+	apiPort := fs.Int("api-port", 7700, "TCP port of the internal API (node registry, replica reports)")
+	var opts controller.Options
+	fs.DurationVar(&opts.HeartbeatTimeout, "heartbeat-timeout", controller.DefaultHeartbeatTimeout, "how old a node's heartbeat may be for it to count as live")
+	klog.InitFlags(fs)
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if _, _, err := csi.ParseEndpoint(*endpoint); err != nil {
+		return err
+	}
+
+	if err := os.MkdirAll(filepath.Dir(*db), 0o700); err != nil {
+		return err
+	}
+	st, err := bolt.Open(*db, bolt.Options{})
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	opts.Store = st
+	ctrl := controller.New(opts)
+	defer ctrl.Close()
+	return serveController(ctrl, *endpoint, net.JoinHostPort(*listen, strconv.Itoa(*apiPort)))
+}
+
+// serveController serves the CSI services on endpoint and the internal
+// API on apiAddr until SIGTERM or SIGINT.
+func serveController(ctrl *controller.Controller, endpoint, apiAddr string) error {
+	csiLis, err := csi.Listen(endpoint)
+	if err != nil {
+		return err
+	}
+	apiLis, err := net.Listen("tcp", apiAddr)
+	if err != nil {
+		csiLis.Close()
+		return fmt.Errorf("listen: %w", err)
+	}
+	csiSrv := csi.NewGRPCServer()
+	csipb.RegisterIdentityServer(csiSrv, &csi.IdentityServer{Version: version, Controller: true})
+	csipb.RegisterControllerServer(csiSrv, csi.NewControllerServer(ctrl))
+	apiSrv := grpc.NewServer()
+	apiserver.New(ctrl).Register(apiSrv)
+
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	klog.InfoS("Controller serving", "endpoint", endpoint, "api", apiLis.Addr())
+	return serveAll(ctx, stop, func(ctx context.Context) error { return csi.Serve(ctx, csiSrv, csiLis) },
+		func(ctx context.Context) error { return csi.Serve(ctx, apiSrv, apiLis) })
+}
+
+// serveAll runs every serve function until ctx is done or one fails; a
+// failure stops the others.
+func serveAll(ctx context.Context, stop func(), serves ...func(context.Context) error) error {
+	errc := make(chan error, len(serves))
+	for _, serve := range serves {
+		go func() { errc <- serve(ctx) }()
+	}
+	var errs []error
+	for range serves {
+		err := <-errc
+		stop()
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
 }
 
 func runVolumes(args []string, stdout, stderr io.Writer) error {
@@ -131,28 +225,6 @@ func runVolumes(args []string, stdout, stderr io.Writer) error {
 		return fmt.Errorf("list volumes on %s: %w", *node, err)
 	}
 	return api.WriteVolumeTable(stdout, list)
-}
-
-func runDemo(args []string, stdout, stderr io.Writer) error {
-	fs := newFlagSet("demo", stderr)
-	dir := fs.String("dir", "", "directory for the nodes' data (default: a new temporary directory)")
-	keep := fs.Bool("keep", false, "keep the data directory afterwards")
-	klog.InitFlags(fs)
-	if err := parse(fs, args); err != nil {
-		return err
-	}
-	self, err := os.Executable()
-	if err != nil {
-		return err
-	}
-	if *dir == "" {
-		if *dir, err = os.MkdirTemp("", "trireme-demo-"); err != nil {
-			return err
-		}
-	}
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
-	defer stop()
-	return demo.Run(ctx, demo.Options{Binary: self, Dir: *dir, Keep: *keep, Out: stdout})
 }
 
 // parse parses flags and refuses positional arguments.

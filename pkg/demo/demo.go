@@ -1,175 +1,232 @@
-// Package demo is Trireme's guided tour: three storage nodes in three
-// zones, one volume replicated to all of them, real data written through
-// one NBD client and read back through another.
+// Package demo is Trireme's main job on one machine. It starts a
+// controller and node agents in three zones (package localcluster),
+// creates a 3-replica volume through the CSI Controller service as the
+// external-provisioner would, stages and publishes it on a node as the
+// kubelet would, unpacks a real source tree onto it, moves it to a node
+// in another zone and verifies every file there, checks that the replicas
+// hold identical bytes, and removes everything it created.
 package demo
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
+	"crypto/rand"
+	"errors"
 	"fmt"
 	"io"
 	"os"
-	"os/exec"
-	"path/filepath"
-	"runtime"
-	"strings"
 	"time"
 
+	csipb "github.com/container-storage-interface/spec/lib/go/csi"
+
+	apiv1 "github.com/trireme-csi/trireme/pkg/api/v1"
 	"github.com/trireme-csi/trireme/pkg/localcluster"
 )
 
-// volumeSize leaves room for a tar of the Go source tree (about 160 MiB).
-const volumeSize = 512 << 20
+// Defaults of Options.
+const (
+	DefaultNodes  = 6
+	DefaultZones  = 3
+	DefaultFSType = "ext4"
+)
 
-const volumeID = "demo-volume"
+// cleanupTimeout bounds the whole teardown, Ctrl-C or not.
+const cleanupTimeout = 2 * time.Minute
 
 // Options configure the demo.
 type Options struct {
-	// Binary is the trireme executable that the node processes run.
+	// Binary is the trireme executable the processes run.
 	Binary string
-	// Dir holds the nodes' data; it is removed at the end unless Keep.
+	// Dir holds every process's data, sockets and logs, and the mounts;
+	// it must be empty or absent, and empty means a new temporary
+	// directory. It is removed at the end unless Keep.
 	Dir  string
 	Keep bool
+	// Source is the directory tree unpacked onto the volume; empty means
+	// the Go toolchain's source tree.
+	Source string
+	// Nodes and Zones size the cluster; zero means DefaultNodes and
+	// DefaultZones. The demo needs three zones or more.
+	Nodes, Zones int
+	// FSType is the filesystem of the volume; empty means DefaultFSType.
+	FSType string
 	// Out receives the narration.
 	Out io.Writer
 }
 
-// Run plays the demo and returns an error if any check fails.
-func Run(ctx context.Context, o Options) error {
-	say := func(format string, args ...any) { fmt.Fprintf(o.Out, format+"\n", args...) }
-	if !o.Keep {
-		defer os.RemoveAll(o.Dir)
+func (o Options) withDefaults() (Options, error) {
+	if o.Nodes == 0 {
+		o.Nodes = DefaultNodes
 	}
-
-	say("Starting three Trireme storage nodes, one per availability zone:")
-	cluster, err := localcluster.Start(ctx, localcluster.Options{Binary: o.Binary, Dir: o.Dir}, localcluster.ThreeZones)
-	if err != nil {
-		return err
+	if o.Zones == 0 {
+		o.Zones = DefaultZones
 	}
-	defer cluster.Stop()
-	for _, n := range cluster.Nodes {
-		say("  %s in %s, listening on %s (pid %d)", n.ID, n.Zone, n.IP, n.PID())
+	if o.FSType == "" {
+		o.FSType = DefaultFSType
 	}
-
-	nodes := []string{"node-a", "node-b", "node-c"}
-	layout, err := cluster.CreateVolume(ctx, volumeID, volumeSize, nodes...)
-	if err != nil {
-		return err
+	if o.Out == nil {
+		o.Out = io.Discard
 	}
-	primary := cluster.Node(layout.Primary)
-	say("\nCreated volume %q (%d MiB) with a replica on each node.", volumeID, volumeSize>>20)
-	say("  %s is the primary: every write goes to it, and it acknowledges a write", layout.Primary)
-	say("  only once all three replicas have it. Clients reach the volume at")
-	say("  %s", primary.NBDURI(volumeID))
-
-	archive, files, err := makeArchive(o.Dir)
-	if err != nil {
-		return err
+	var err error
+	if o.Source == "" {
+		if o.Source, err = defaultSource(); err != nil {
+			return o, err
+		}
 	}
-	return copyAndCheck(ctx, cluster, primary, archive, files, nodes, say)
+	switch {
+	case o.Binary == "":
+		return o, errors.New("demo: the trireme binary is required")
+	case o.Zones < 3:
+		return o, fmt.Errorf("demo: %d zones: the demo moves a volume across three zones", o.Zones)
+	}
+	return o, nil
 }
 
-func copyAndCheck(ctx context.Context, cluster *localcluster.Cluster, primary *localcluster.Node,
-	archive string, files int, nodes []string, say func(string, ...any)) error {
-	fi, err := os.Stat(archive)
-	if err != nil {
+// run is one play of the demo.
+type run struct {
+	o     Options
+	start time.Time
+	td    teardown
+
+	sys    *localcluster.System
+	pvName string
+	vol    *csipb.Volume
+	layout *apiv1.Layout
+
+	want       manifest
+	src        tree
+	writer     *localcluster.Node
+	reader     *localcluster.Node
+	unpackTime time.Duration
+	verifyTime time.Duration
+}
+
+// Run plays the demo, narrating to o.Out, and returns an error if any step
+// or check fails. Whatever happens, including ctx being cancelled, it
+// removes what it created before it returns.
+func Run(ctx context.Context, o Options) (err error) {
+	if o, err = o.withDefaults(); err != nil {
 		return err
 	}
-	say("\nWriting a tar of the Go source tree (%d files, %d MiB) onto the volume with nbdcopy...",
-		files, fi.Size()>>20)
+	r := &run{o: o, start: time.Now(), pvName: newPVName()}
+	defer func() { err = errors.Join(err, r.finish(ctx, err)) }()
+	for _, step := range []func(context.Context) error{
+		r.prepare, r.startCluster, r.createVolume, r.writeTree, r.moveAndVerify, r.compareReplicas,
+	} {
+		if err := step(ctx); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// newPVName makes a name like those the external-provisioner gives
+// volumes: "pvc-" and the claim's UID.
+func newPVName() string {
+	b := make([]byte, 16)
+	rand.Read(b)
+	return fmt.Sprintf("pvc-%x-%x-%x-%x-%x", b[:4], b[4:6], b[6:8], b[8:10], b[10:])
+}
+
+func (r *run) say(format string, args ...any) { fmt.Fprintf(r.o.Out, format+"\n", args...) }
+
+// timed runs fn, then prints label, how long fn took, and the detail fn
+// returns.
+func (r *run) timed(label string, fn func() (string, error)) error {
 	start := time.Now()
-	if err := run("nbdcopy", "--flush", archive, primary.NBDURI(volumeID)); err != nil {
-		return err
-	}
-	say("  done in %s, %.0f MiB/s, every byte on three nodes.", time.Since(start).Round(time.Millisecond),
-		float64(fi.Size())/(1<<20)/time.Since(start).Seconds())
-
-	readBack := filepath.Join(filepath.Dir(archive), "read-back.img")
-	say("\nReading the whole volume back with a different client, qemu-img...")
-	if err := run("qemu-img", "convert", "-f", "raw", "-O", "raw", primary.NBDURI(volumeID), readBack); err != nil {
-		return err
-	}
-	if err := compareArchive(archive, readBack, fi.Size()); err != nil {
-		return err
-	}
-	listed, err := countTarEntries(readBack)
+	detail, err := fn()
+	d := seconds(time.Since(start))
 	if err != nil {
+		r.say("   %-26s %7s  FAILED", label, d)
 		return err
 	}
-	say("  the first %d MiB match the archive byte for byte, and tar lists %d entries on it.",
-		fi.Size()>>20, listed)
-
-	say("\nAsking every node for a checksum of its own replica:")
-	sums, err := cluster.Checksums(ctx, volumeID, nodes...)
-	if err != nil {
-		return err
-	}
-	for _, n := range nodes {
-		say("  %s  %s", n, sums[n])
-	}
-	if sums[nodes[0]] != sums[nodes[1]] || sums[nodes[0]] != sums[nodes[2]] {
-		return fmt.Errorf("replicas differ: %v", sums)
-	}
-	say("  all three replicas hold the same bytes.")
-	say("\nDemo complete. Stopping the nodes.")
+	r.say("   %-26s %7s  %s", label, d, detail)
 	return nil
 }
 
-// makeArchive writes a tar of the Go toolchain's source tree.
-func makeArchive(dir string) (string, int, error) {
-	src := filepath.Join(runtime.GOROOT(), "src")
-	if out, err := exec.Command("go", "env", "GOROOT").Output(); err == nil {
-		src = filepath.Join(strings.TrimSpace(string(out)), "src")
-	}
-	path := filepath.Join(dir, "go-src.tar")
-	if err := run("tar", "-cf", path, "-C", filepath.Dir(src), "src"); err != nil {
-		return "", 0, err
-	}
-	n, err := countTarEntries(path)
-	return path, n, err
-}
+func seconds(d time.Duration) string { return fmt.Sprintf("%.2fs", d.Seconds()) }
 
-func countTarEntries(path string) (int, error) {
-	out, err := exec.Command("tar", "-tf", path).Output()
-	if err != nil {
-		return 0, fmt.Errorf("list %s: %w", path, err)
-	}
-	return strings.Count(string(out), "\n"), nil
-}
+func mib(n int64) string { return fmt.Sprintf("%d MiB", n>>20) }
 
-func compareArchive(archive, image string, n int64) error {
-	a, err := hashPrefix(archive, n)
-	if err != nil {
+// prepare makes the work directory and reads the source tree.
+func (r *run) prepare(ctx context.Context) error {
+	if err := r.makeWorkDir(); err != nil {
 		return err
 	}
-	b, err := hashPrefix(image, n)
-	if err != nil {
-		return err
+	if !r.o.Keep {
+		r.td.push("Remove the work directory", func(context.Context) error { return removeDir(r.o.Dir) })
 	}
-	if a != b {
-		return fmt.Errorf("data read back differs from the archive (sha256 %s, want %s)", b, a)
+	r.say("Trireme on one machine: a controller and %d node agents in %d zones.", r.o.Nodes, r.o.Zones)
+	r.say("Work directory %s (the processes' logs are there).", r.o.Dir)
+	var err error
+	if r.want, r.src, err = hashTree(ctx, r.o.Source); err != nil {
+		return fmt.Errorf("read the source tree: %w", err)
+	}
+	r.say("Workload: %s, %d files, %s.", r.o.Source, r.src.files, mib(r.src.bytes))
+	return nil
+}
+
+// makeWorkDir creates the work directory: a new temporary one unless
+// Options name it.
+func (r *run) makeWorkDir() error {
+	if r.o.Dir != "" {
+		return makeEmptyDir(r.o.Dir)
+	}
+	dir, err := os.MkdirTemp("", "trireme-local-cluster-")
+	if err != nil {
+		return fmt.Errorf("work directory: %w", err)
+	}
+	r.o.Dir = dir
+	return nil
+}
+
+// makeEmptyDir creates dir, or checks that it is empty: the demo removes
+// it at the end, and must not remove anything it did not create.
+func makeEmptyDir(dir string) error {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return fmt.Errorf("work directory: %w", err)
+	}
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return fmt.Errorf("work directory: %w", err)
+	}
+	if len(entries) > 0 {
+		return fmt.Errorf("work directory %s is not empty", dir)
 	}
 	return nil
 }
 
-func hashPrefix(path string, n int64) (string, error) {
-	f, err := os.Open(path)
+// removeDir removes the work directory, unless something is still
+// mounted or attached below it: removing files through a live mount
+// would reach into a filesystem that is not the demo's to delete.
+func removeDir(dir string) error {
+	mounts, loops, err := localcluster.Leftovers(dir)
 	if err != nil {
-		return "", err
+		return err
 	}
-	defer f.Close()
-	h := sha256.New()
-	if _, err := io.CopyN(h, f, n); err != nil {
-		return "", fmt.Errorf("read %s: %w", path, err)
+	if len(mounts)+len(loops) > 0 {
+		return fmt.Errorf("kept %s: mounts %q and loop devices %q remain", dir, mounts, loops)
 	}
-	return hex.EncodeToString(h.Sum(nil)), nil
+	return os.RemoveAll(dir)
 }
 
-func run(name string, args ...string) error {
-	out, err := exec.Command(name, args...).CombinedOutput()
-	if err != nil {
-		return fmt.Errorf("%s %s: %w\n%s", name, strings.Join(args, " "), err, out)
+// finish tears down what is left and prints the outcome.
+func (r *run) finish(ctx context.Context, runErr error) error {
+	interrupted := ctx.Err() != nil
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cleanupTimeout)
+	defer cancel()
+	switch {
+	case runErr != nil && interrupted:
+		r.say("\nInterrupted (%v)", runErr)
+		r.say("\nCleaning up after the interruption")
+	case runErr != nil:
+		r.say("\nFAILED: %v", runErr)
+		r.say("\nCleaning up after the failure")
+	default:
+		r.say("\n[6/6] Cleaning up everything the demo created")
 	}
-	return nil
+	err := r.td.unwind(ctx, r.say)
+	if runErr == nil && err == nil {
+		r.summary()
+	}
+	return err
 }

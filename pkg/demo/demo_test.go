@@ -1,47 +1,238 @@
 package demo
 
 import (
+	"bufio"
 	"bytes"
-	"context"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
+	"strconv"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 )
 
-// TestDemoReplicatesTheSourceTree runs the whole demo against freshly
-// built node processes: the copy must read back intact and the three
-// replicas must hash the same.
-func TestDemoReplicatesTheSourceTree(t *testing.T) {
-	for _, tool := range []string{"nbdcopy", "qemu-img", "tar"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			if os.Getenv("CI") != "" {
-				t.Fatalf("%s is missing; CI must install it", tool)
-			}
-			t.Skipf("%s is missing", tool)
+// The tests in this file run `trireme local-cluster` as a user would: a
+// freshly built binary starting a controller and six node agents, real
+// loop devices, FUSE and mounts. They need root.
+
+// requireMachine skips the test without root, FUSE, loop devices or the
+// tools, and fails it under CI, which must have them all.
+func requireMachine(t *testing.T) {
+	t.Helper()
+	var missing []string
+	if os.Geteuid() != 0 {
+		missing = append(missing, "root")
+	}
+	for _, dev := range []string{"/dev/fuse", "/dev/loop-control"} {
+		if _, err := os.Stat(dev); err != nil {
+			missing = append(missing, dev)
 		}
 	}
+	for _, tool := range []string{"go", "tar", "mount", "umount", "blkid", "mkfs.ext4", "losetup"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			missing = append(missing, tool)
+		}
+	}
+	if len(missing) == 0 {
+		return
+	}
+	if os.Getenv("CI") != "" {
+		t.Fatalf("CI must provide %s", strings.Join(missing, ", "))
+	}
+	t.Skipf("needs %s", strings.Join(missing, ", "))
+}
+
+func buildTrireme(t *testing.T) string {
+	t.Helper()
 	bin := filepath.Join(t.TempDir(), "trireme")
 	build := exec.Command("go", "build", "-o", bin, "github.com/trireme-csi/trireme/cmd/trireme")
 	if out, err := build.CombinedOutput(); err != nil {
 		t.Fatalf("build trireme: %v\n%s", err, out)
 	}
-	var out bytes.Buffer
-	dir := filepath.Join(t.TempDir(), "demo")
-	if err := Run(context.Background(), Options{Binary: bin, Dir: dir, Out: &out}); err != nil {
-		t.Fatalf("demo failed: %v\n%s", err, out.String())
+	return bin
+}
+
+// TestLocalClusterMovesAVolumeAcrossZones runs the whole demo: the
+// volume's primary lands in the preferred zone, the tree written in one
+// zone reads back intact in another, the replicas agree, and nothing is
+// left running, mounted or attached.
+func TestLocalClusterMovesAVolumeAcrossZones(t *testing.T) {
+	requireMachine(t)
+	bin := buildTrireme(t)
+	dir := filepath.Join(t.TempDir(), "work")
+	start := time.Now()
+	out, err := exec.Command(bin, "local-cluster", "--dir", dir).CombinedOutput()
+	t.Logf("trireme local-cluster took %s", time.Since(start).Round(time.Millisecond))
+	if err != nil {
+		t.Fatalf("trireme local-cluster: %v\n%s", err, out)
 	}
 	for _, want := range []string{
-		"node-a in zone-a", "node-b in zone-b", "node-c in zone-c",
-		"match the archive byte for byte",
-		"all three replicas hold the same bytes.",
+		"All 6 nodes registered with the controller",
+		"GetCapacity per zone: zone-a 8 GiB, zone-b 8 GiB, zone-c 8 GiB.",
+		"in zone-b, the preferred zone; the other replicas are in zone-a and zone-c.",
+		"[3/6] Mounting it on node-a2 in zone-a, which holds no replica",
+		"attachment generation 1 recorded for node-a2",
+		"[4/6] Moving it to node-c2 in zone-c, which holds no replica",
+		"attachment generation 2 recorded for node-c2",
+		"reads back on node-c2 with the checksum it had when written on node-a2.",
+		"The 3 replicas hold identical data.",
+		"Replicas identical; nothing left mounted or attached.",
 	} {
-		if !strings.Contains(out.String(), want) {
-			t.Errorf("demo output lacks %q:\n%s", want, out.String())
+		if !bytes.Contains(out, []byte(want)) {
+			t.Errorf("output lacks %q", want)
 		}
 	}
+	files := countFiles(t)
+	if got := bytes.Count(out, fmt.Appendf(nil, "sha256 of %d files: all match", files)); got != 2 {
+		t.Errorf("%d of 2 checks covered all %d files of the source tree", got, files)
+	}
+	if t.Failed() {
+		t.Logf("output:\n%s", out)
+	}
+	checkNothingLeft(t, dir, out)
+}
+
+// countFiles counts the regular files of the Go source tree, the demo's
+// default workload.
+func countFiles(t *testing.T) int {
+	t.Helper()
+	src, err := defaultSource()
+	if err != nil {
+		t.Fatal(err)
+	}
+	files, _, err := walkTree(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return len(files)
+}
+
+// TestLocalClusterCleansUpOnInterrupt interrupts the demo while the
+// volume is mounted, as Ctrl-C would: it must unmount, detach, delete and
+// stop everything before it exits.
+func TestLocalClusterCleansUpOnInterrupt(t *testing.T) {
+	requireMachine(t)
+	out, err := runUntil(t, "NodePublishVolume", func(cmd *exec.Cmd, _ string) {
+		cmd.Process.Signal(syscall.SIGINT)
+	})
+	if err == nil {
+		t.Errorf("an interrupted demo exited 0")
+	}
+	for _, want := range []string{"Interrupted (", "Cleaning up after the interruption",
+		"NodeUnpublishVolume on node-a2", "NodeUnstageVolume on node-a2", "DeleteVolume"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("output lacks %q:\n%s", want, out)
+		}
+	}
+}
+
+// TestLocalClusterCleansUpWhenANodeDies kills the node agent that has
+// the volume mounted: the demo fails, and must still remove the mounts,
+// loop device and FUSE mount the dead node left.
+func TestLocalClusterCleansUpWhenANodeDies(t *testing.T) {
+	requireMachine(t)
+	out, err := runUntil(t, "NodePublishVolume", func(_ *exec.Cmd, out string) {
+		killNode(t, out, "node-a2")
+	})
+	if err == nil {
+		t.Errorf("the demo exited 0 though its node died")
+	}
+	for _, want := range []string{"FAILED: ", "Cleaning up after the failure", "removing what was left behind"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("output lacks %q:\n%s", want, out)
+		}
+	}
+	if !regexp.MustCompile(`Remove the work directory +\S+ +done`).MatchString(out) {
+		t.Errorf("the work directory was not removed:\n%s", out)
+	}
+}
+
+// runUntil runs the demo, calls act with the output so far once a line
+// contains marker, and returns the whole output and how the demo ended,
+// having checked that it left nothing behind.
+func runUntil(t *testing.T, marker string, act func(cmd *exec.Cmd, out string)) (string, error) {
+	t.Helper()
+	dir := filepath.Join(t.TempDir(), "work")
+	cmd := exec.Command(buildTrireme(t), "local-cluster", "--dir", dir)
+	pipe, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd.Stderr = cmd.Stdout
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	var out strings.Builder
+	sc := bufio.NewScanner(pipe)
+	acted := false
+	for sc.Scan() {
+		out.WriteString(sc.Text() + "\n")
+		if !acted && strings.Contains(sc.Text(), marker) {
+			act(cmd, out.String())
+			acted = true
+		}
+	}
+	err = cmd.Wait()
+	if !acted {
+		t.Errorf("never saw %q", marker)
+	}
+	checkNothingLeft(t, dir, []byte(out.String()))
+	return out.String(), err
+}
+
+// killNode kills a node agent by the pid the demo printed for it.
+func killNode(t *testing.T, out, node string) {
+	t.Helper()
+	m := regexp.MustCompile(node + ` .*\(pid (\d+)\)`).FindStringSubmatch(out)
+	if m == nil {
+		t.Fatalf("no pid for %s in:\n%s", node, out)
+	}
+	pid, _ := strconv.Atoi(m[1])
+	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// pidPattern finds the process ids the demo prints.
+var pidPattern = regexp.MustCompile(`\(pid (\d+)\)`)
+
+// checkNothingLeft fails the test for a work directory, mount, loop
+// device or process left behind, as the kernel reports them.
+func checkNothingLeft(t *testing.T, dir string, out []byte) {
+	t.Helper()
 	if _, err := os.Stat(dir); !os.IsNotExist(err) {
-		t.Errorf("demo left its directory behind: %v", err)
+		t.Errorf("work directory %s left behind (stat: %v)", dir, err)
+	}
+	mounts, err := os.ReadFile("/proc/mounts")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(string(mounts), dir) {
+		t.Errorf("mounts left under %s:\n%s", dir, mounts)
+	}
+	backing, _ := filepath.Glob("/sys/block/loop*/loop/backing_file")
+	for _, f := range backing {
+		if b, err := os.ReadFile(f); err == nil && strings.Contains(string(b), dir) {
+			t.Errorf("loop device left attached: %s -> %s", f, b)
+		}
+	}
+	if losetup, err := exec.Command("losetup", "-a").CombinedOutput(); err != nil {
+		t.Errorf("losetup -a: %v\n%s", err, losetup)
+	} else if strings.Contains(string(losetup), dir) {
+		t.Errorf("losetup -a lists loop devices under %s:\n%s", dir, losetup)
+	}
+	pids := pidPattern.FindAllSubmatch(out, -1)
+	if len(pids) != 7 {
+		t.Errorf("output names %d processes, want 7 (a controller and 6 nodes)", len(pids))
+	}
+	for _, m := range pids {
+		pid, _ := strconv.Atoi(string(m[1]))
+		if err := syscall.Kill(pid, 0); err == nil {
+			t.Errorf("process %d still runs", pid)
+		}
 	}
 }
