@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os/exec"
 	"strconv"
+	"syscall"
 	"time"
 )
 
@@ -44,7 +45,12 @@ type result struct {
 	p99    time.Duration
 }
 
+// fio runs one job. It first writes back every dirty page on the machine,
+// so that no job pays for the previous one's writes: three replicas on one
+// disk write three times the data, and a backlog left by an earlier job
+// would be charged to whichever job runs next.
 func fio(cfg config, t target, j job) (result, error) {
+	syscall.Sync()
 	args := []string{
 		"--name=" + j.rw, "--ioengine=nbd", "--uri=" + t.uri,
 		"--rw=" + j.rw, "--bs=" + j.bs, "--iodepth=" + strconv.Itoa(j.iodepth),

@@ -40,12 +40,14 @@ func (m *memorySample) read(pid int) {
 func machine(dir string) []string {
 	return []string{
 		"CPU: " + cpuModel() + fmt.Sprintf(", %d cores", runtime.NumCPU()),
-		"Memory: " + firstLine("/proc/meminfo"),
+		"Memory: " + memTotal(),
 		"Kernel: " + commandOut("uname", "-sr"),
-		"Disk holding the data: " + commandOut("df", "-hT", "--output=source,fstype,size", dir),
+		"Disk holding the data: " + lastLine(commandOut("df", "-h", "--output=source,fstype,size", dir)),
 		"Go: " + runtime.Version(),
 		"fio: " + commandOut("fio", "--version"),
 		"qemu-nbd: " + firstOf(commandOut("qemu-nbd", "--version")),
+		"Page cache writeback: vm.dirty_ratio " + firstLine("/proc/sys/vm/dirty_ratio") +
+			", vm.dirty_background_ratio " + firstLine("/proc/sys/vm/dirty_background_ratio"),
 	}
 }
 
@@ -64,6 +66,29 @@ func cpuModel() string {
 	return "unknown"
 }
 
+func memTotal() string {
+	var kib int64
+	for _, l := range strings.Split(firstLines("/proc/meminfo"), "\n") {
+		if _, err := fmt.Sscanf(l, "MemTotal: %d kB", &kib); err == nil {
+			return fmt.Sprintf("%.1f GiB", float64(kib)/(1<<20))
+		}
+	}
+	return "unknown"
+}
+
+func firstLines(path string) string {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return ""
+	}
+	return string(b)
+}
+
+func lastLine(s string) string {
+	lines := strings.Split(strings.TrimSpace(s), "\n")
+	return strings.Join(strings.Fields(lines[len(lines)-1]), " ")
+}
+
 func firstLine(path string) string {
 	b, err := os.ReadFile(path)
 	if err != nil {
@@ -77,12 +102,13 @@ func firstOf(s string) string {
 	return line
 }
 
+// commandOut returns what a command printed, or "unknown".
 func commandOut(name string, args ...string) string {
 	out, err := exec.Command(name, args...).Output()
 	if err != nil {
 		return "unknown"
 	}
-	return strings.Join(strings.Fields(strings.TrimSpace(string(out))), " ")
+	return strings.TrimSpace(string(out))
 }
 
 func writeReport(cfg config, results []result, mem []memorySample) error {
@@ -94,7 +120,8 @@ func writeReport(cfg config, results []result, mem []memorySample) error {
 	fmt.Fprintf(&b, "- Trireme with 1 replica;\n")
 	fmt.Fprintf(&b, "- Trireme with 3 replicas on three node processes (127.0.0.1-3), every write\n  acknowledged by all three.\n\n")
 	fmt.Fprintf(&b, "All data files share one disk. Volumes are %d MiB and are filled before the\n", cfg.size>>20)
-	fmt.Fprintf(&b, "timed jobs; each job runs %s after a %s warm-up. The ratio compares IOPS\n", cfg.runtime, cfg.ramp)
+	fmt.Fprintf(&b, "timed jobs; every dirty page on the machine is written back (sync) before each\n")
+	fmt.Fprintf(&b, "job, which then runs %s after a %s warm-up. The ratio compares IOPS\n", cfg.runtime, cfg.ramp)
 	fmt.Fprintf(&b, "(bandwidth for 1 MiB jobs) with qemu-nbd's in the same run.\n\n")
 	fmt.Fprintf(&b, "## Machine\n\n")
 	for _, l := range machine(cfg.dir) {
@@ -114,7 +141,23 @@ func writeReport(cfg config, results []result, mem []memorySample) error {
 	}
 	fmt.Fprintf(&b, "\n## Against the goals\n\n")
 	writeGoals(&b, results, mem)
+	b.WriteString(keptNotes(cfg.out))
 	return os.WriteFile(cfg.out, []byte(b.String()), 0o644)
+}
+
+// notesMarker starts the hand-written part of the report, which a new run
+// keeps as it is.
+const notesMarker = "<!-- notes: kept by make bench -->"
+
+func keptNotes(path string) string {
+	old, err := os.ReadFile(path)
+	if err != nil {
+		return ""
+	}
+	if i := strings.Index(string(old), notesMarker); i >= 0 {
+		return "\n" + string(old[i:])
+	}
+	return ""
 }
 
 func ratio(all []result, r result) float64 {
