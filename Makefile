@@ -9,6 +9,9 @@ TOOLS     := $(CACHE)/bin
 PKGS      := ./...
 FUZZTIME  ?= 10m
 TEST_TIMEOUT ?= 30m
+# The race detector runs on every package but those that only drive built
+# binaries.
+RACE_PKGS = $(shell $(GO) list ./... | grep -v -e /pkg/demo -e /pkg/localcluster -e /test/bench)
 
 VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo devel)
 LDFLAGS   := -X main.version=$(VERSION)
@@ -30,7 +33,7 @@ deps:
 test: deps
 	$(GO) vet $(PKGS)
 	$(GO) test -count=1 -timeout $(TEST_TIMEOUT) $(PKGS)
-	$(GO) test -count=1 -race -timeout $(TEST_TIMEOUT) ./pkg/replication/ ./pkg/nbd/
+	$(GO) test -count=1 -race -timeout $(TEST_TIMEOUT) $(RACE_PKGS)
 
 # fuzz runs each fuzz target for FUZZTIME.
 fuzz:
