@@ -36,6 +36,9 @@ type config struct {
 	trireme, out, dir string
 	size              int64
 	runtime, ramp     time.Duration
+
+	// measured 4 KiB pwrite rates of the disk, one thread
+	holeRate, overwriteRate float64
 }
 
 func run(ctx context.Context, cfg config) error {
@@ -56,6 +59,13 @@ func run(ctx context.Context, cfg config) error {
 		return err
 	}
 	cfg.dir = abs
+
+	hole, overwrite, err := diskRates(cfg.dir)
+	if err != nil {
+		return err
+	}
+	cfg.holeRate, cfg.overwriteRate = hole, overwrite
+	fmt.Printf("disk: %.0f 4 KiB writes/s into holes, %.0f over allocated blocks\n", hole, overwrite)
 
 	ref, err := startQemuNBD(cfg.dir, cfg.size)
 	if err != nil {
