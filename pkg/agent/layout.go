@@ -1,9 +1,11 @@
 package agent
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"slices"
+	"time"
 
 	"k8s.io/klog/v2"
 
@@ -83,7 +85,8 @@ func checkLayoutFits(st volumeState, l replication.Layout) error {
 
 func layoutsEqual(x, y replication.Layout) bool {
 	return x.VolumeID == y.VolumeID && x.Size == y.Size && x.Epoch == y.Epoch &&
-		x.Primary == y.Primary && slices.Equal(x.Replicas, y.Replicas)
+		x.Primary == y.Primary && slices.Equal(x.Replicas, y.Replicas) &&
+		x.AttachmentGeneration == y.AttachmentGeneration
 }
 
 // servePrimary moves the running primary to l, or starts one. A primary
@@ -92,7 +95,10 @@ func layoutsEqual(x, y replication.Layout) bool {
 func (a *Agent) servePrimary(st volumeState, l replication.Layout) error {
 	if p := st.primary; p != nil {
 		err := p.UpdateLayout(l)
-		if err == nil || errors.Is(err, replication.ErrInvalidLayout) {
+		if err == nil {
+			return drainStale(p, l)
+		}
+		if errors.Is(err, replication.ErrInvalidLayout) {
 			return err
 		}
 		klog.InfoS("Replacing fenced primary", "volume", l.VolumeID, "node", a.cfg.NodeID, "epoch", l.Epoch, "err", err)
@@ -106,6 +112,24 @@ func (a *Agent) servePrimary(st volumeState, l replication.Layout) error {
 	a.primaries[l.VolumeID] = p
 	a.mu.Unlock()
 	klog.InfoS("Exporting volume over NBD", "volume", l.VolumeID, "node", a.cfg.NodeID, "epoch", l.Epoch)
+	return nil
+}
+
+// staleDrainTimeout bounds how long SetLayout waits for the requests of
+// fenced attachments; it is below the controller's default call timeout.
+const staleDrainTimeout = 5 * time.Second
+
+// drainStale waits until the requests that clients of older attachments
+// had in progress when p learned l's generation are done, so that none of
+// them lands after SetLayout returns and the controller's publish
+// completes (I3). A timeout fails SetLayout; the controller retries, and
+// the same layout drains again.
+func drainStale(p *replication.Primary, l replication.Layout) error {
+	ctx, cancel := context.WithTimeout(context.Background(), staleDrainTimeout)
+	defer cancel()
+	if err := p.DrainStale(ctx); err != nil {
+		return fmt.Errorf("volume %s, epoch %d: %w", l.VolumeID, l.Epoch, err)
+	}
 	return nil
 }
 

@@ -133,23 +133,41 @@ func (v localReplicas) Replica(volumeID string) (*blockstore.Replica, bool) {
 }
 
 // primaryExports serves the volumes this node is primary of over NBD,
-// under their volume ids. A client is bound to the primary that was
-// running when it connected: once that primary stops, its requests fail
-// and it must reconnect, so no connection outlives a change of primary.
+// under the names api.ExportName makes. A client is bound to the primary
+// that was running when it connected: once that primary stops, its
+// requests fail and it must reconnect, so no connection outlives a change
+// of primary.
 type primaryExports struct{ a *Agent }
 
 var _ nbd.Export = (*replication.Primary)(nil)
 
-// Lookup returns the running primary of volume name, or false. A primary
-// fenced by a newer epoch is not offered: it can serve nothing.
-func (e primaryExports) Lookup(name string) (nbd.Export, bool) {
-	e.a.mu.Lock()
-	defer e.a.mu.Unlock()
-	p, ok := e.a.primaries[name]
-	if !ok || p.Fenced() != nil {
-		return nil, false
+// Lookup returns the running primary of the volume the name gives. A
+// primary fenced by a newer epoch is not offered: it can serve nothing.
+// A name with an attachment generation lower than the primary's is
+// refused with replication.ErrStaleAttachment wrapped in nbd.ErrPolicy
+// (NBD_REP_ERR_POLICY); a higher or equal one is served
+// through an attachedExport, which refuses requests once a later publish
+// raises the primary's generation past it. A bare volume id is
+// administrative access and is never fenced (see api.ExportName).
+func (e primaryExports) Lookup(name string) (nbd.Export, error) {
+	id, gen, err := api.ParseExportName(name)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", nbd.ErrNoExport, err)
 	}
-	return p, true
+	e.a.mu.Lock()
+	p, ok := e.a.primaries[id]
+	e.a.mu.Unlock()
+	switch {
+	case !ok || p.Fenced() != nil:
+		return nil, fmt.Errorf("volume %s: %w", id, nbd.ErrNoExport)
+	case gen == 0:
+		return p, nil
+	}
+	x := &attachedExport{Primary: p, generation: gen}
+	if err := x.check(); err != nil {
+		return nil, err
+	}
+	return x, nil
 }
 
 // List returns the ids of the volumes this node is primary of, sorted.

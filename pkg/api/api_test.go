@@ -43,7 +43,7 @@ func TestLayoutRoundTrip(t *testing.T) {
 		{NodeID: "a", Zone: "z1", Address: "10.0.0.1:7600", State: replication.InSync},
 		{NodeID: "b", Zone: "z2", Address: "10.0.0.2:7600", State: replication.Syncing},
 		{NodeID: "c", Zone: "z3", Address: "10.0.0.3:7600", State: replication.Faulted},
-	}}
+	}, AttachmentGeneration: 5}
 	if got := LayoutFromProto(LayoutToProto(l)); !reflect.DeepEqual(got, l) {
 		t.Errorf("round trip = %+v, want %+v", got, l)
 	}

@@ -41,6 +41,8 @@ func LayoutToProto(l replication.Layout) *apiv1.Layout {
 		Epoch:     l.Epoch,
 		Primary:   l.Primary,
 		Replicas:  make([]*apiv1.ReplicaInfo, 0, len(l.Replicas)),
+
+		AttachmentGeneration: l.AttachmentGeneration,
 	}
 	for _, r := range l.Replicas {
 		out.Replicas = append(out.Replicas, &apiv1.ReplicaInfo{
@@ -61,6 +63,8 @@ func LayoutFromProto(l *apiv1.Layout) replication.Layout {
 		Size:     l.GetSizeBytes(),
 		Epoch:    l.GetEpoch(),
 		Primary:  l.GetPrimary(),
+
+		AttachmentGeneration: l.GetAttachmentGeneration(),
 	}
 	for _, r := range l.GetReplicas() {
 		out.Replicas = append(out.Replicas, replication.ReplicaInfo{

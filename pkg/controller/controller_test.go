@@ -163,23 +163,26 @@ func TestDeleteVolumeRemovesEveryReplica(t *testing.T) {
 
 func TestPublish(t *testing.T) {
 	e := controllertest.New(t, controllertest.SixNodes)
-	v := mustCreate(t, e, "pvc-1")
+	v := mustCreate(t, e, "pvc-1") // a1 primary, epoch 1
 	steps := []struct {
 		name    string
 		op      func() (store.Volume, error)
 		wantErr error
 		want    store.Attachment
+		// epoch is the record's; fenced is the attachment generation in
+		// the layout the primary a1 holds.
+		epoch, fenced uint64
 	}{
-		{"publish", func() (store.Volume, error) { return e.C.Publish(ctx, v.ID, "a2") }, nil, store.Attachment{NodeID: "a2", Generation: 1}},
-		{"publish again", func() (store.Volume, error) { return e.C.Publish(ctx, v.ID, "a2") }, nil, store.Attachment{NodeID: "a2", Generation: 1}},
-		{"publish elsewhere", func() (store.Volume, error) { return e.C.Publish(ctx, v.ID, "b2") }, controller.ErrPublishedElsewhere, store.Attachment{NodeID: "a2", Generation: 1}},
-		{"unpublish from another node", func() (store.Volume, error) { return store.Volume{}, e.C.Unpublish(ctx, v.ID, "b2") }, nil, store.Attachment{NodeID: "a2", Generation: 1}},
-		{"unpublish", func() (store.Volume, error) { return store.Volume{}, e.C.Unpublish(ctx, v.ID, "a2") }, nil, store.Attachment{Generation: 1}},
-		{"unpublish again", func() (store.Volume, error) { return store.Volume{}, e.C.Unpublish(ctx, v.ID, "a2") }, nil, store.Attachment{Generation: 1}},
-		{"publish to second node", func() (store.Volume, error) { return e.C.Publish(ctx, v.ID, "b2") }, nil, store.Attachment{NodeID: "b2", Generation: 2}},
-		{"unknown node", func() (store.Volume, error) { return e.C.Publish(ctx, v.ID, "zz") }, controller.ErrNodeNotFound, store.Attachment{NodeID: "b2", Generation: 2}},
-		{"unknown volume", func() (store.Volume, error) { return e.C.Publish(ctx, store.NewVolumeID(), "a1") }, controller.ErrVolumeNotFound, store.Attachment{NodeID: "b2", Generation: 2}},
-		{"unpublish unknown volume", func() (store.Volume, error) { return store.Volume{}, e.C.Unpublish(ctx, store.NewVolumeID(), "a1") }, nil, store.Attachment{NodeID: "b2", Generation: 2}},
+		{"publish", func() (store.Volume, error) { return e.C.Publish(ctx, v.ID, "a2") }, nil, store.Attachment{NodeID: "a2", Generation: 1}, 2, 1},
+		{"publish again", func() (store.Volume, error) { return e.C.Publish(ctx, v.ID, "a2") }, nil, store.Attachment{NodeID: "a2", Generation: 1}, 2, 1},
+		{"publish elsewhere", func() (store.Volume, error) { return e.C.Publish(ctx, v.ID, "b2") }, controller.ErrPublishedElsewhere, store.Attachment{NodeID: "a2", Generation: 1}, 2, 1},
+		{"unpublish from another node", func() (store.Volume, error) { return store.Volume{}, e.C.Unpublish(ctx, v.ID, "b2") }, nil, store.Attachment{NodeID: "a2", Generation: 1}, 2, 1},
+		{"unpublish", func() (store.Volume, error) { return store.Volume{}, e.C.Unpublish(ctx, v.ID, "a2") }, nil, store.Attachment{Generation: 1}, 2, 1},
+		{"unpublish again", func() (store.Volume, error) { return store.Volume{}, e.C.Unpublish(ctx, v.ID, "a2") }, nil, store.Attachment{Generation: 1}, 2, 1},
+		{"publish to second node", func() (store.Volume, error) { return e.C.Publish(ctx, v.ID, "b2") }, nil, store.Attachment{NodeID: "b2", Generation: 2}, 3, 2},
+		{"unknown node", func() (store.Volume, error) { return e.C.Publish(ctx, v.ID, "zz") }, controller.ErrNodeNotFound, store.Attachment{NodeID: "b2", Generation: 2}, 3, 2},
+		{"unknown volume", func() (store.Volume, error) { return e.C.Publish(ctx, store.NewVolumeID(), "a1") }, controller.ErrVolumeNotFound, store.Attachment{NodeID: "b2", Generation: 2}, 3, 2},
+		{"unpublish unknown volume", func() (store.Volume, error) { return store.Volume{}, e.C.Unpublish(ctx, store.NewVolumeID(), "a1") }, nil, store.Attachment{NodeID: "b2", Generation: 2}, 3, 2},
 	}
 	for _, st := range steps {
 		_, err := st.op()
@@ -190,9 +193,36 @@ func TestPublish(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if got.Attachment != st.want {
-			t.Fatalf("%s: attachment %+v, want %+v", st.name, got.Attachment, st.want)
+		if got.Attachment != st.want || got.Layout.Epoch != st.epoch || got.Layout.AttachmentGeneration != st.fenced {
+			t.Fatalf("%s: attachment %+v at epoch %d, layout generation %d; want %+v at %d, %d", st.name,
+				got.Attachment, got.Layout.Epoch, got.Layout.AttachmentGeneration, st.want, st.epoch, st.fenced)
 		}
+		l, _ := e.Nodes.Layout(controllertest.APIAddress("a1"), v.ID)
+		if l.Epoch != st.epoch || l.AttachmentGeneration != st.fenced {
+			t.Fatalf("%s: primary holds epoch %d generation %d, want %d and %d", st.name, l.Epoch, l.AttachmentGeneration, st.epoch, st.fenced)
+		}
+	}
+}
+
+func TestPublishWaitsForThePrimaryToFence(t *testing.T) {
+	e := controllertest.New(t, controllertest.SixNodes)
+	v := mustCreate(t, e, "pvc-1") // a1 primary
+	primary := controllertest.APIAddress("a1")
+	e.Nodes.SetDown(primary, true)
+	if _, err := e.C.Publish(ctx, v.ID, "b2"); !errors.Is(err, controller.ErrNodeUnavailable) {
+		t.Fatalf("Publish with the primary down: %v, want ErrNodeUnavailable", err)
+	}
+	e.Nodes.SetDown(primary, false)
+	got, err := e.C.Publish(ctx, v.ID, "b2")
+	if err != nil {
+		t.Fatalf("Publish retried: %v", err)
+	}
+	want := store.Attachment{NodeID: "b2", Generation: 1}
+	if got.Attachment != want || got.Layout.Epoch != 2 {
+		t.Errorf("retried Publish: %+v at epoch %d, want %+v at 2", got.Attachment, got.Layout.Epoch, want)
+	}
+	if l, _ := e.Nodes.Layout(primary, v.ID); l.Epoch != 2 || l.AttachmentGeneration != 1 {
+		t.Errorf("primary holds epoch %d generation %d, want 2 and 1", l.Epoch, l.AttachmentGeneration)
 	}
 }
 

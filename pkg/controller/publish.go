@@ -7,6 +7,7 @@ import (
 
 	"k8s.io/klog/v2"
 
+	"github.com/trireme-csi/trireme/pkg/replication"
 	"github.com/trireme-csi/trireme/pkg/store"
 )
 
@@ -14,9 +15,11 @@ import (
 var errUnchanged = errors.New("unchanged")
 
 // Publish records that the volume is attached to the node and returns the
-// record. A new attachment bumps Attachment.Generation (invariant I3), so
-// a frontend left on a previous node can be told from the current one.
-// Publishing again to the same node changes nothing. Every access mode
+// record. A new attachment bumps Attachment.Generation and, with a new
+// epoch, the layout's AttachmentGeneration (invariant I3); Publish returns
+// only once the primary has that layout, so from then on it refuses a
+// frontend left on a previous node. Publishing again to the same node
+// changes nothing but gives the primary the layout again. Every access mode
 // Trireme supports is single-node: a volume published to another node is
 // ErrPublishedElsewhere until it is unpublished there.
 //
@@ -30,7 +33,7 @@ func (c *Controller) Publish(ctx context.Context, volumeID, nodeID string) (stor
 	if !known {
 		return store.Volume{}, fmt.Errorf("publish %s: node %s: %w", volumeID, nodeID, ErrNodeNotFound)
 	}
-	v, err := store.Mutate(ctx, c.store, volumeID, func(v *store.Volume) error {
+	v, err := store.BumpEpoch(ctx, c.store, volumeID, func(v *store.Volume) error {
 		switch a := v.Attachment; {
 		case a.NodeID == nodeID:
 			return errUnchanged
@@ -38,17 +41,38 @@ func (c *Controller) Publish(ctx context.Context, volumeID, nodeID string) (stor
 			return fmt.Errorf("%w: %s", ErrPublishedElsewhere, a.NodeID)
 		}
 		v.Attachment.Attach(nodeID)
+		v.Layout.AttachmentGeneration = v.Attachment.Generation
 		return nil
 	})
 	if errors.Is(err, errUnchanged) {
-		return c.GetVolume(ctx, volumeID)
+		v, err = c.GetVolume(ctx, volumeID)
+	} else if err == nil {
+		klog.InfoS("Volume published", "volume", volumeID, "node", nodeID,
+			"generation", v.Attachment.Generation, "epoch", v.Layout.Epoch)
 	}
 	if err != nil {
 		return store.Volume{}, c.volumeErr("publish", volumeID, err)
 	}
-	klog.InfoS("Volume published", "volume", volumeID, "node", nodeID,
-		"generation", v.Attachment.Generation, "epoch", v.Layout.Epoch)
+	if err := c.fenceOldAttachments(ctx, v.Layout); err != nil {
+		return store.Volume{}, fmt.Errorf("publish %s: %w", volumeID, err)
+	}
 	return v, nil
+}
+
+// fenceOldAttachments gives the primary the layout that carries the
+// current attachment generation, so that it refuses every frontend of an
+// older one, then tells the other replica nodes (best effort: they learn
+// the epoch from the primary's frames too). A layout without a generation
+// (a volume never published since it had one) fences nothing.
+func (c *Controller) fenceOldAttachments(ctx context.Context, l replication.Layout) error {
+	if l.AttachmentGeneration == 0 {
+		return nil
+	}
+	if err := c.setLayout(ctx, l.Primary, l); err != nil {
+		return err
+	}
+	c.pushLayout(l)
+	return nil
 }
 
 // Unpublish records that the volume is no longer attached to the node;

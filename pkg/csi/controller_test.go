@@ -277,7 +277,8 @@ func TestControllerGetVolumeCondition(t *testing.T) {
 	if _, err := s.ControllerPublishVolume(ctrlCtx, &csipb.ControllerPublishVolumeRequest{VolumeId: id, NodeId: "c2", VolumeCapability: ctrlMountCap("", ctrlSNW)}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := e.C.ReplicaFaulted(ctrlCtx, id, 1, "b1", "ack timeout"); err != nil {
+	// The publish moved the layout to epoch 2 (a new attachment generation).
+	if _, err := e.C.ReplicaFaulted(ctrlCtx, id, 2, "b1", "ack timeout"); err != nil {
 		t.Fatal(err)
 	}
 	resp, err := s.ControllerGetVolume(ctrlCtx, &csipb.ControllerGetVolumeRequest{VolumeId: id})
@@ -285,7 +286,7 @@ func TestControllerGetVolumeCondition(t *testing.T) {
 		t.Fatal(err)
 	}
 	st := resp.GetStatus()
-	wantMsg := "2 of 3 replicas in sync, epoch 2, primary a1; b1 in zone-b is Faulted"
+	wantMsg := "2 of 3 replicas in sync, epoch 3, primary a1; b1 in zone-b is Faulted"
 	if !st.GetVolumeCondition().GetAbnormal() || st.GetVolumeCondition().GetMessage() != wantMsg ||
 		strings.Join(st.GetPublishedNodeIds(), ",") != "c2" {
 		t.Errorf("status %v, want abnormal %q published on c2", st, wantMsg)

@@ -88,8 +88,14 @@ func serveVolume(t *testing.T, id string, size int64) *servedVolume {
 	return v
 }
 
-func (v *servedVolume) Lookup(name string) (nbd.Export, bool) { return v.primary, name == v.id }
-func (v *servedVolume) List() []string                        { return []string{v.id} }
+func (v *servedVolume) Lookup(name string) (nbd.Export, error) {
+	if name != v.id {
+		return nil, nbd.ErrNoExport
+	}
+	return v.primary, nil
+}
+
+func (v *servedVolume) List() []string { return []string{v.id} }
 
 func (v *servedVolume) PrimaryAddress(_ context.Context, id string) (string, error) {
 	if id != v.id {

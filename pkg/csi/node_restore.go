@@ -150,7 +150,7 @@ func (s *NodeServer) restore(ctx context.Context, r *stageRecord) error {
 	if err := s.stillOurs(ctx, r); err != nil {
 		return fmt.Errorf("restore %s: %w", r.VolumeID, err)
 	}
-	a, err := s.attach(ctx, r.VolumeID, r.ReadOnly)
+	a, err := s.attach(ctx, r.VolumeID, r.Generation, r.ReadOnly)
 	if err != nil {
 		return fmt.Errorf("restore %s: %w", r.VolumeID, err)
 	}

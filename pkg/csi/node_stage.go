@@ -44,12 +44,13 @@ func (s *NodeServer) stage(ctx context.Context, sr stageRequest) error {
 	if err := s.admit(ctx, sr.volumeID); err != nil {
 		return fmt.Errorf("stage %s: %w", sr.volumeID, err)
 	}
-	a, err := s.attach(ctx, sr.volumeID, sr.readerOnly)
+	a, err := s.attach(ctx, sr.volumeID, sr.generation, sr.readerOnly)
 	if err != nil {
 		return fmt.Errorf("stage %s: %w", sr.volumeID, err)
 	}
 	r := &stageRecord{VolumeID: sr.volumeID, StagingPath: sr.staging, Block: sr.block,
-		FSType: sr.fsType, MountFlags: sr.flags, ReadOnly: sr.readerOnly, Device: a.Device()}
+		FSType: sr.fsType, MountFlags: sr.flags, ReadOnly: sr.readerOnly, Device: a.Device(),
+		Generation: sr.generation}
 	if err := s.present(ctx, r); err != nil {
 		s.detachQuietly(ctx, r.VolumeID, a)
 		return fmt.Errorf("stage %s: %w", sr.volumeID, err)
@@ -106,11 +107,13 @@ func (s *NodeServer) stagedCount() int {
 }
 
 // attach presents the volume as a loop device, talking to whichever node
-// is its primary at each (re)connection.
-func (s *NodeServer) attach(ctx context.Context, volumeID string, readOnly bool) (Attached, error) {
+// is its primary at each (re)connection, at the attachment generation
+// ControllerPublish gave this node.
+func (s *NodeServer) attach(ctx context.Context, volumeID string, generation uint64, readOnly bool) (Attached, error) {
 	return s.cfg.Attach(ctx, frontend.AttachOptions{
-		VolumeID: volumeID,
-		ReadOnly: readOnly,
+		VolumeID:   volumeID,
+		Generation: generation,
+		ReadOnly:   readOnly,
 		Resolve: func(ctx context.Context) (string, error) {
 			return s.cfg.Locator.PrimaryAddress(ctx, volumeID)
 		},

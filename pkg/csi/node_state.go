@@ -30,6 +30,14 @@ type stageRecord struct {
 	CreatedStaging bool `json:"createdStaging,omitempty"`
 	// Targets maps each publish target to its read-only flag.
 	Targets map[string]bool `json:"targets,omitempty"`
+	// Generation is the attachment generation the volume was staged at;
+	// a restarted agent attaches again with it.
+	//
+	// Known shortcoming: a stage at a newer generation over a record of
+	// an older one (a volume published again to this node without being
+	// unstaged) keeps the older generation, whose attachment the primary
+	// refuses; it must be unstaged and staged again.
+	Generation uint64 `json:"generation,omitempty"`
 }
 
 // compatible says whether a request may be answered by this record

@@ -193,6 +193,12 @@ func TestNodeStageVolumeCodes(t *testing.T) {
 			r.VolumeCapability = mountCap("", csipb.VolumeCapability_AccessMode_SINGLE_NODE_WRITER)
 			r.VolumeContext = map[string]string{ContextFSType: "vfat"}
 		}, codes.InvalidArgument},
+		{"generation not a number", nil, func(_ *nodeEnv, r *csipb.NodeStageVolumeRequest) {
+			r.PublishContext = map[string]string{PublishGeneration: "one"}
+		}, codes.InvalidArgument},
+		{"generation zero", nil, func(_ *nodeEnv, r *csipb.NodeStageVolumeRequest) {
+			r.PublishContext = map[string]string{PublishGeneration: "0"}
+		}, codes.InvalidArgument},
 		{"ill-formed volume id", nil, func(_ *nodeEnv, r *csipb.NodeStageVolumeRequest) { r.VolumeId = "no/such" }, codes.NotFound},
 		{"unknown volume", nil, func(_ *nodeEnv, r *csipb.NodeStageVolumeRequest) { r.VolumeId = volGone }, codes.NotFound},
 		{"controller unreachable", func(e *nodeEnv) { e.loc.unavailable = true },
@@ -665,5 +671,30 @@ func TestNodeKeepReattaching(t *testing.T) {
 	}
 	if e.s.attachment(volA) == nil {
 		t.Error("volume not attached again")
+	}
+}
+
+// TestNodeAttachesAtThePublishedGeneration checks that the frontend
+// presents the attachment generation of the publish context, at stage
+// and again when a restarted Node service restores the volume.
+func TestNodeAttachesAtThePublishedGeneration(t *testing.T) {
+	e := newNodeEnv(t)
+	var generations []uint64
+	attach := func(_ context.Context, o frontend.AttachOptions) (Attached, error) {
+		generations = append(generations, o.Generation)
+		return fakeAttached{detached: &e.detached}, nil
+	}
+	e.s.cfg.Attach = attach
+	req := e.stageReq(volA)
+	req.PublishContext = map[string]string{PublishGeneration: "7"}
+	e.stage(t, req)
+
+	e.s = e.newServer(t)
+	e.s.cfg.Attach = attach
+	if err := e.s.Restore(context.Background()); err != nil {
+		t.Fatalf("Restore: %v", err)
+	}
+	if !slices.Equal(generations, []uint64{7, 7}) {
+		t.Errorf("attached at generations %v, want [7 7]", generations)
 	}
 }

@@ -3,6 +3,7 @@ package csi
 import (
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 
 	csipb "github.com/container-storage-interface/spec/lib/go/csi"
@@ -22,6 +23,9 @@ type stageRequest struct {
 	// readerOnly is set for SINGLE_NODE_READER_ONLY: the volume is
 	// attached and mounted read-only, and published read-only.
 	readerOnly bool
+	// generation is the attachment generation from the publish context;
+	// 0 when there is none (see frontend.AttachOptions.Generation).
+	generation uint64
 }
 
 func isReaderOnly(c *csipb.VolumeCapability) bool {
@@ -83,11 +87,29 @@ func validateStage(req *csipb.NodeStageVolumeRequest) (stageRequest, error) {
 	if err != nil {
 		return stageRequest{}, err
 	}
+	gen, err := publishGeneration(req.GetPublishContext())
+	if err != nil {
+		return stageRequest{}, err
+	}
 	return stageRequest{
 		volumeID: req.GetVolumeId(), staging: filepath.Clean(req.GetStagingTargetPath()),
 		block: block, fsType: fsType, flags: req.GetVolumeCapability().GetMount().GetMountFlags(),
-		readerOnly: isReaderOnly(req.GetVolumeCapability()),
+		readerOnly: isReaderOnly(req.GetVolumeCapability()), generation: gen,
 	}, nil
+}
+
+// publishGeneration reads the attachment generation ControllerPublish put
+// in the publish context; a context without one gives 0.
+func publishGeneration(publishContext map[string]string) (uint64, error) {
+	v, ok := publishContext[PublishGeneration]
+	if !ok {
+		return 0, nil
+	}
+	gen, err := strconv.ParseUint(v, 10, 64)
+	if err != nil || gen == 0 {
+		return 0, status.Errorf(codes.InvalidArgument, "publish_context %s: %q is not a positive integer", PublishGeneration, v)
+	}
+	return gen, nil
 }
 
 // validateNodePublish checks a NodePublishVolume request. The staging path

@@ -26,16 +26,19 @@ package frontend
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/hanwen/go-fuse/v2/fuse"
 	"k8s.io/klog/v2"
 
+	"github.com/trireme-csi/trireme/pkg/api"
 	"github.com/trireme-csi/trireme/pkg/frontend/nbdclient"
 )
 
@@ -52,6 +55,12 @@ type AttachOptions struct {
 	// VolumeID names the volume and its NBD export. It must be usable as
 	// a file name.
 	VolumeID string
+	// Generation is the attachment generation ControllerPublish gave this
+	// node. The primary refuses the frontend, with EPERM, once a later
+	// publish raises the volume's generation past it. Zero opens the
+	// volume without one: administrative access, never refused (see
+	// api.ExportName).
+	Generation uint64
 	// Resolve returns the address (host:port) of the NBD server of the
 	// volume's current primary. It is called on every (re)connection.
 	Resolve func(ctx context.Context) (addr string, err error)
@@ -145,7 +154,7 @@ func (a *Attachment) setUp(ctx context.Context, opts AttachOptions) error {
 func (a *Attachment) connect(ctx context.Context, opts AttachOptions) error {
 	c, err := nbdclient.Dial(ctx, nbdclient.Options{
 		Endpoint:     opts.Resolve,
-		ExportName:   opts.VolumeID,
+		ExportName:   api.ExportName(opts.VolumeID, opts.Generation),
 		RetryTimeout: opts.RetryTimeout,
 	})
 	if err != nil {
@@ -253,24 +262,51 @@ func (a *Attachment) Detach(ctx context.Context) error {
 // done, so that a retry resumes where a failure stopped.
 func (a *Attachment) detach(ctx context.Context) error {
 	if a.loop != nil {
-		if err := a.loop.detach(ctx); err != nil {
+		if err := a.detachLoop(ctx); err != nil {
 			return err
 		}
 		a.loop = nil
 	}
 	if a.client != nil {
-		if err := a.client.Flush(ctx); err != nil {
+		err := a.client.Flush(ctx)
+		switch {
+		case fenced(err):
+			// A newer attachment fenced this one: no write of it can
+			// reach the volume any more, so there is nothing to wait for.
+			klog.ErrorS(err, "Final flush refused: the volume is attached elsewhere now", "volume", a.volumeID)
+		case err != nil:
 			return fmt.Errorf("final flush: %w", err)
 		}
 	}
 	return a.release()
 }
 
+// detachLoop flushes and detaches the loop device. When the flush fails
+// because the primary fenced this attachment, it detaches without one:
+// the flush can never succeed, and unstaging must still clean up.
+func (a *Attachment) detachLoop(ctx context.Context) error {
+	err := a.loop.detach(ctx, true)
+	if err == nil || !errors.Is(err, syscall.EIO) || a.client == nil {
+		return err
+	}
+	if ferr := a.client.Flush(ctx); !fenced(ferr) {
+		return err
+	}
+	klog.ErrorS(err, "Loop device flush failed: the volume is attached elsewhere now", "volume", a.volumeID, "device", a.device)
+	return a.loop.detach(ctx, false)
+}
+
+// fenced says whether err is the primary refusing this attachment for
+// good: by policy at a reconnection, or EPERM on a request.
+func fenced(err error) bool {
+	return errors.Is(err, nbdclient.ErrForbidden) || errors.Is(err, syscall.EPERM)
+}
+
 // release undoes whatever Attach set up, without flushing: the loop
 // device, the FUSE mount and the NBD connection.
 func (a *Attachment) release() error {
 	if a.loop != nil {
-		if err := a.loop.detach(context.Background()); err != nil {
+		if err := a.loop.detach(context.Background(), true); err != nil {
 			return err
 		}
 		a.loop = nil

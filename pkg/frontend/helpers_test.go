@@ -110,8 +110,14 @@ func newVolume(t *testing.T, id string, size int64) *testVolume {
 	return v
 }
 
-func (v *testVolume) Lookup(name string) (nbd.Export, bool) { return v.export, name == v.id }
-func (v *testVolume) List() []string                        { return []string{v.id} }
+func (v *testVolume) Lookup(name string) (nbd.Export, error) {
+	if name != v.id {
+		return nil, nbd.ErrNoExport
+	}
+	return v.export, nil
+}
+
+func (v *testVolume) List() []string { return []string{v.id} }
 
 // resolve is the volume's endpoint resolver.
 func (v *testVolume) resolve(context.Context) (string, error) {

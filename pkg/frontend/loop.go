@@ -153,25 +153,28 @@ func clearLoop(dev *os.File) error {
 	return err
 }
 
-// detach flushes the device and unbinds it, then waits until the kernel
-// has let go of the backing file. It fails with ErrDeviceBusy, before
-// touching anything, while the device is mounted or opened exclusively.
-func (l *loopDevice) detach(ctx context.Context) error {
+// detach flushes the device, unless flush is false, and unbinds it, then
+// waits until the kernel has let go of the backing file. It fails with
+// ErrDeviceBusy, before touching anything, while the device is mounted or
+// opened exclusively.
+func (l *loopDevice) detach(ctx context.Context, flush bool) error {
 	if l.file != nil {
-		if err := l.unbind(); err != nil {
+		if err := l.unbind(flush); err != nil {
 			return err
 		}
 	}
 	return l.waitUnbound(ctx)
 }
 
-// unbind flushes and clears the device and closes it.
-func (l *loopDevice) unbind() error {
+// unbind flushes (if asked) and clears the device and closes it.
+func (l *loopDevice) unbind(flush bool) error {
 	if err := checkNotClaimed(l.path); err != nil {
 		return err
 	}
-	if err := l.file.Sync(); err != nil {
-		return fmt.Errorf("flush %s: %w", l.path, err)
+	if flush {
+		if err := l.file.Sync(); err != nil {
+			return fmt.Errorf("flush %s: %w", l.path, err)
+		}
 	}
 	if err := clearLoop(l.file); err != nil {
 		return fmt.Errorf("LOOP_CLR_FD %s: %w", l.path, err)

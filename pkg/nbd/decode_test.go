@@ -191,6 +191,7 @@ func TestErrnoOf(t *testing.T) {
 		{fmt.Errorf("volume: %w", ErrReadOnly), errnoPerm},
 		{syscall.EROFS, errnoPerm},
 		{syscall.EPERM, errnoPerm},
+		{fmt.Errorf("stale client: %w", ErrPolicy), errnoPerm},
 	}
 	for _, tt := range tests {
 		t.Run(tt.err.Error(), func(t *testing.T) {

@@ -16,6 +16,15 @@ var ErrNoSpace = errors.New("nbd: no space left on export")
 // write; the client then sees EPERM instead of EIO.
 var ErrReadOnly = errors.New("nbd: export is read-only")
 
+// ErrPolicy may be returned (or wrapped) by Exports.Lookup to refuse a
+// client the export exists for, or by an Export to refuse it a request;
+// the client then sees NBD_REP_ERR_POLICY, or EPERM for a request.
+var ErrPolicy = errors.New("nbd: refused by server policy")
+
+// ErrNoExport may be returned by Exports.Lookup for a name it does not
+// serve.
+var ErrNoExport = errors.New("nbd: no such export")
+
 // Reasons a connection is ended. They describe what the client did wrong
 // and are logged with the client's address.
 var (
@@ -51,8 +60,8 @@ func errnoOf(err error) uint32 {
 	case errors.Is(err, ErrNoSpace), errors.Is(err, syscall.ENOSPC),
 		errors.Is(err, syscall.EDQUOT), errors.Is(err, syscall.EFBIG):
 		return errnoNoSpace
-	case errors.Is(err, ErrReadOnly), errors.Is(err, syscall.EROFS),
-		errors.Is(err, syscall.EPERM):
+	case errors.Is(err, ErrReadOnly), errors.Is(err, ErrPolicy),
+		errors.Is(err, syscall.EROFS), errors.Is(err, syscall.EPERM):
 		return errnoPerm
 	default:
 		return errnoIO

@@ -29,8 +29,10 @@ type Export interface {
 
 // Exports resolves export names for a server.
 type Exports interface {
-	// Lookup returns the export with the given name, or false.
-	Lookup(name string) (Export, bool)
+	// Lookup returns the export with the given name. An error wrapping
+	// ErrPolicy refuses the client (NBD_REP_ERR_POLICY); any other error
+	// means there is no such export (NBD_REP_ERR_UNKNOWN).
+	Lookup(name string) (Export, error)
 	// List returns the names of the exports a client may see.
 	List() []string
 }

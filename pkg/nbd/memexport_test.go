@@ -185,12 +185,19 @@ func (m *memExport) zero(off, length int64) {
 	clear(m.buf[guardSize+off : guardSize+off+length])
 }
 
-// memExports is a fixed set of named exports.
+// memExports is a fixed set of named exports; a name mapped to nil is
+// refused by policy.
 type memExports map[string]Export
 
-func (e memExports) Lookup(name string) (Export, bool) {
+func (e memExports) Lookup(name string) (Export, error) {
 	exp, ok := e[name]
-	return exp, ok
+	switch {
+	case !ok:
+		return nil, ErrNoExport
+	case exp == nil:
+		return nil, ErrPolicy
+	}
+	return exp, nil
 }
 
 func (e memExports) List() []string {

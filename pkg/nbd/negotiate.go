@@ -2,6 +2,7 @@ package nbd
 
 import (
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"time"
 )
@@ -92,9 +93,9 @@ func (c *conn) readOption() (optionHeader, []byte, error) {
 // reported to the client, so it ends the connection.
 func (c *conn) exportName(payload []byte) error {
 	c.name = string(payload)
-	exp, ok := c.srv.exports.Lookup(c.name)
-	if !ok {
-		return errUnknownExport
+	exp, err := c.srv.exports.Lookup(c.name)
+	if err != nil {
+		return fmt.Errorf("%w: %w", errUnknownExport, err)
 	}
 	c.attach(exp, exportSize(exp))
 	return c.write(exportNameReply(c.size, exportFlags, c.noZeroes))
@@ -108,10 +109,10 @@ func (c *conn) infoOrGo(option uint32, payload []byte) (done bool, err error) {
 		c.logOption(option, err.Error())
 		return false, c.write(appendOptionReply(nil, option, repErrInvalid, nil))
 	}
-	exp, ok := c.srv.exports.Lookup(req.name)
-	if !ok {
-		c.logOption(option, fmt.Sprintf("unknown export %q", truncateName(req.name)))
-		return false, c.write(appendOptionReply(nil, option, repErrUnknown, nil))
+	exp, err := c.srv.exports.Lookup(req.name)
+	if err != nil {
+		c.logOption(option, fmt.Sprintf("export %q: %v", truncateName(req.name), err))
+		return false, c.write(appendOptionReply(nil, option, lookupReply(err), nil))
 	}
 	size := exportSize(exp)
 	if err := c.write(infoReplies(option, req, size)); err != nil {
@@ -160,4 +161,12 @@ func (c *conn) attach(exp Export, size uint64) {
 // exportSize returns the export's size as sent on the wire.
 func exportSize(exp Export) uint64 {
 	return uint64(max(exp.Size(), 0))
+}
+
+// lookupReply chooses the option reply for a failed Exports.Lookup.
+func lookupReply(err error) uint32 {
+	if errors.Is(err, ErrPolicy) {
+		return repErrPolicy
+	}
+	return repErrUnknown
 }

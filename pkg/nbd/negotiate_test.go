@@ -167,6 +167,8 @@ func TestOptionErrorsKeepNegotiating(t *testing.T) {
 	}{
 		{"GO unknown export", optGo, infoPayload("nope"), repErrUnknown},
 		{"INFO unknown export", optInfo, infoPayload("nope"), repErrUnknown},
+		{"GO refused by policy", optGo, infoPayload("refused"), repErrPolicy},
+		{"INFO refused by policy", optInfo, infoPayload("refused"), repErrPolicy},
 		{"GO empty payload", optGo, nil, repErrInvalid},
 		{"GO name past payload", optGo, append(appendUint32s(nil, 100), 'v', 0, 0), repErrInvalid},
 		{"GO count mismatch", optGo, countMismatch(), repErrInvalid},
@@ -181,6 +183,7 @@ func TestOptionErrorsKeepNegotiating(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			exp, exports := oneExport()
+			exports["refused"] = nil
 			addr, _ := startServer(t, exports, Options{})
 			c := dial(t, addr)
 			c.handshake(clientFixedNewstyle | clientNoZeroes)

@@ -46,6 +46,7 @@ const (
 	repServer     uint32 = 2
 	repInfo       uint32 = 3
 	repErrUnsup   uint32 = 1<<31 + 1
+	repErrPolicy  uint32 = 1<<31 + 2
 	repErrInvalid uint32 = 1<<31 + 3
 	repErrUnknown uint32 = 1<<31 + 6
 	repErrTooBig  uint32 = 1<<31 + 9

@@ -23,11 +23,15 @@ type ReplicaInfo struct {
 }
 
 // Layout is the part of a volume record that the data plane acts on. Every
-// change to Replicas or Primary comes with a higher Epoch.
+// change to Replicas, Primary or AttachmentGeneration comes with a higher
+// Epoch.
 type Layout struct {
 	VolumeID string        `json:"volumeID"`
 	Size     int64         `json:"size"`
 	Epoch    uint64        `json:"epoch"`
 	Primary  string        `json:"primary"` // node id of the primary replica
 	Replicas []ReplicaInfo `json:"replicas"`
+	// AttachmentGeneration is the volume's attachment generation: the
+	// primary refuses frontends that present a lower one (invariant I3).
+	AttachmentGeneration uint64 `json:"attachmentGeneration"`
 }

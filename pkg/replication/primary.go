@@ -18,6 +18,10 @@ var (
 	// ErrDeposed means a replica or the layout named a newer epoch: this
 	// node is no longer the volume's primary and must not serve it.
 	ErrDeposed = errors.New("primary deposed by a newer epoch")
+	// ErrStaleAttachment means a client presented an attachment
+	// generation lower than the primary's: a later publish attached the
+	// volume elsewhere (invariant I3).
+	ErrStaleAttachment = errors.New("stale attachment generation")
 	// ErrClosed means the primary was shut down.
 	ErrClosed = errors.New("primary closed")
 	// ErrInvalidLayout means a layout update would break an invariant.
@@ -113,6 +117,14 @@ type Primary struct {
 	ops    map[uint64]*op
 	nextID uint64
 	fence  error
+
+	// generation is the highest attachment generation a layout brought.
+	generation uint64
+	// attached counts the client calls in progress by the attachment
+	// generation they were admitted at (see Admit); left is closed and
+	// cleared when one of them leaves while DrainStale waits.
+	attached map[uint64]int
+	left     chan struct{}
 }
 
 // op is one client request waiting for replica acknowledgements.
@@ -141,9 +153,11 @@ func NewPrimary(store *blockstore.Replica, layout Layout, opts PrimaryOptions) (
 	p := &Primary{
 		store: store, opts: opts, ctx: ctx, stop: stop,
 		links: map[string]*link{}, ops: map[uint64]*op{},
+		attached: map[uint64]int{},
 	}
 	p.mu.Lock()
 	p.layout = layout
+	p.generation = layout.AttachmentGeneration
 	p.applyLinksLocked(layout)
 	p.mu.Unlock()
 	klog.InfoS("Serving volume as primary", "volume", layout.VolumeID, "epoch", layout.Epoch, "replicas", len(layout.Replicas))
@@ -176,6 +190,83 @@ func checkLayout(l Layout, self string, size int64) error {
 
 // Size returns the volume size in bytes.
 func (p *Primary) Size() int64 { return p.store.Size() }
+
+// Admit admits one client call made at an attachment generation, or
+// refuses it with ErrStaleAttachment once a layout raised the primary's
+// generation past it. The caller calls Leave with the same generation
+// when the call is done. Admission and the raise are ordered by one lock,
+// so DrainStale can wait for every call admitted before a raise.
+// Generation 0 is administrative access: always admitted, never counted.
+func (p *Primary) Admit(generation uint64) error {
+	if generation == 0 {
+		return nil
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if cur := p.generation; generation < cur {
+		return fmt.Errorf("volume %s: client generation %d, current %d: %w",
+			p.layout.VolumeID, generation, cur, ErrStaleAttachment)
+	}
+	p.attached[generation]++
+	return nil
+}
+
+// Leave ends a call that Admit admitted.
+func (p *Primary) Leave(generation uint64) {
+	if generation == 0 {
+		return
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.attached[generation]--; p.attached[generation] <= 0 {
+		delete(p.attached, generation)
+	}
+	if p.left != nil {
+		close(p.left)
+		p.left = nil
+	}
+}
+
+// DrainStale waits until no call admitted at a generation lower than the
+// primary's is in progress, or ctx ends. Once it returns nil, nothing a
+// fenced client sent can still reach the replicas.
+func (p *Primary) DrainStale(ctx context.Context) error {
+	for {
+		p.mu.Lock()
+		stale := p.staleCallsLocked()
+		if stale > 0 && p.left == nil {
+			p.left = make(chan struct{})
+		}
+		left := p.left
+		p.mu.Unlock()
+		if stale == 0 {
+			return nil
+		}
+		select {
+		case <-left:
+		case <-ctx.Done():
+			return fmt.Errorf("%d calls of older attachments still in progress: %w", stale, ctx.Err())
+		}
+	}
+}
+
+func (p *Primary) staleCallsLocked() int {
+	n, cur := 0, p.generation
+	for g, calls := range p.attached {
+		if g < cur {
+			n += calls
+		}
+	}
+	return n
+}
+
+// raiseGenerationLocked keeps the higher of the current attachment
+// generation and g, and returns it: the generation never goes down, even
+// if a later layout carries a lower one.
+func (p *Primary) raiseGenerationLocked(g uint64) uint64 {
+	p.generation = max(g, p.generation)
+	return p.generation
+}
 
 // Layout returns the layout the primary is acting on.
 func (p *Primary) Layout() Layout {
@@ -421,6 +512,7 @@ func (p *Primary) UpdateLayout(l Layout) error {
 		p.fenceLocked(fmt.Errorf("%w: %v", ErrDeposed, err))
 		return err
 	}
+	l.AttachmentGeneration = p.raiseGenerationLocked(l.AttachmentGeneration)
 	p.layout = l
 	p.applyLinksLocked(l)
 	p.recheckLocked()

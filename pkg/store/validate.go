@@ -66,6 +66,9 @@ func ValidateUpdate(stored, next Volume) error {
 	case next.Attachment.Generation < stored.Attachment.Generation:
 		return invalidf("volume %s: attachment generation %d is below stored generation %d",
 			next.ID, next.Attachment.Generation, stored.Attachment.Generation)
+	case next.Layout.AttachmentGeneration < stored.Layout.AttachmentGeneration:
+		return invalidf("volume %s: layout attachment generation %d is below stored %d",
+			next.ID, next.Layout.AttachmentGeneration, stored.Layout.AttachmentGeneration)
 	}
 	return nil
 }

@@ -217,10 +217,14 @@ type Layout struct {
 	Epoch uint64 `protobuf:"varint,3,opt,name=epoch,proto3" json:"epoch,omitempty"`
 	// primary is the node id of the replica that serves the volume; it must
 	// be an IN_SYNC replica.
-	Primary       string         `protobuf:"bytes,4,opt,name=primary,proto3" json:"primary,omitempty"`
-	Replicas      []*ReplicaInfo `protobuf:"bytes,5,rep,name=replicas,proto3" json:"replicas,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Primary  string         `protobuf:"bytes,4,opt,name=primary,proto3" json:"primary,omitempty"`
+	Replicas []*ReplicaInfo `protobuf:"bytes,5,rep,name=replicas,proto3" json:"replicas,omitempty"`
+	// attachment_generation is the volume's attachment generation (see
+	// ControllerPublish). The primary refuses NBD clients that present a
+	// lower one, so a frontend left on a previous node cannot write.
+	AttachmentGeneration uint64 `protobuf:"varint,6,opt,name=attachment_generation,json=attachmentGeneration,proto3" json:"attachment_generation,omitempty"`
+	unknownFields        protoimpl.UnknownFields
+	sizeCache            protoimpl.SizeCache
 }
 
 func (x *Layout) Reset() {
@@ -286,6 +290,13 @@ func (x *Layout) GetReplicas() []*ReplicaInfo {
 		return x.Replicas
 	}
 	return nil
+}
+
+func (x *Layout) GetAttachmentGeneration() uint64 {
+	if x != nil {
+		return x.AttachmentGeneration
+	}
+	return 0
 }
 
 // ReplicaStatus is one replica as the primary sees it.
@@ -1608,14 +1619,15 @@ const file_trireme_v1_node_proto_rawDesc = "" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12\x12\n" +
 	"\x04zone\x18\x02 \x01(\tR\x04zone\x12\x18\n" +
 	"\aaddress\x18\x03 \x01(\tR\aaddress\x12.\n" +
-	"\x05state\x18\x04 \x01(\x0e2\x18.trireme.v1.ReplicaStateR\x05state\"\xa9\x01\n" +
+	"\x05state\x18\x04 \x01(\x0e2\x18.trireme.v1.ReplicaStateR\x05state\"\xde\x01\n" +
 	"\x06Layout\x12\x1b\n" +
 	"\tvolume_id\x18\x01 \x01(\tR\bvolumeId\x12\x1d\n" +
 	"\n" +
 	"size_bytes\x18\x02 \x01(\x03R\tsizeBytes\x12\x14\n" +
 	"\x05epoch\x18\x03 \x01(\x04R\x05epoch\x12\x18\n" +
 	"\aprimary\x18\x04 \x01(\tR\aprimary\x123\n" +
-	"\breplicas\x18\x05 \x03(\v2\x17.trireme.v1.ReplicaInfoR\breplicas\"\xd0\x01\n" +
+	"\breplicas\x18\x05 \x03(\v2\x17.trireme.v1.ReplicaInfoR\breplicas\x123\n" +
+	"\x15attachment_generation\x18\x06 \x01(\x04R\x14attachmentGeneration\"\xd0\x01\n" +
 	"\rReplicaStatus\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12.\n" +
 	"\x05state\x18\x02 \x01(\x0e2\x18.trireme.v1.ReplicaStateR\x05state\x12\x1c\n" +

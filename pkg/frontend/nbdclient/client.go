@@ -7,7 +7,9 @@
 // asks its Endpoint for the current address, reconnects and sends the
 // unanswered requests again: I/O stalls instead of failing. A request
 // fails with ErrTimeout once Options.RetryTimeout has passed since it was
-// first sent.
+// first sent. A server that refuses a reconnection by policy
+// (NBD_REP_ERR_POLICY: a newer attachment fenced this one) ends the
+// retries: every request then fails with ErrForbidden.
 //
 // Resending is safe for the block device semantics NBD gives: the
 // protocol orders nothing between requests in flight at the same time,
@@ -100,6 +102,7 @@ type Client struct {
 	ready   chan struct{} // closed when sess is set
 	closed  bool
 	lastErr error // why the last connection attempt failed
+	refused error // set when the server refused a reconnection for good
 }
 
 // Dial connects to the export, retrying until ctx ends or
@@ -187,6 +190,10 @@ func (c *Client) reconnect() {
 	defer c.wg.Done()
 	start := time.Now()
 	s, err := c.connectRetrying(c.ctx)
+	if errors.Is(err, ErrForbidden) {
+		c.refuse(err)
+		return
+	}
 	if err != nil {
 		return
 	}
@@ -196,15 +203,31 @@ func (c *Client) reconnect() {
 	}
 }
 
+// refuse makes every request, waiting or to come, fail with err: the
+// server will not take this client back.
+func (c *Client) refuse(err error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed || c.sess != nil {
+		return
+	}
+	c.refused = err
+	close(c.ready)
+	klog.ErrorS(err, "NBD server refused this client for good; I/O fails from now on", "volume", c.opts.ExportName)
+}
+
 // current returns the live session, waiting for a reconnection if
 // needed, until ctx ends.
 func (c *Client) current(ctx context.Context) (*session, error) {
 	for {
 		c.mu.Lock()
-		s, ready, closed := c.sess, c.ready, c.closed
+		s, ready, closed, refused := c.sess, c.ready, c.closed, c.refused
 		c.mu.Unlock()
-		if closed {
+		switch {
+		case closed:
 			return nil, ErrClosed
+		case refused != nil:
+			return nil, refused
 		}
 		if s != nil {
 			return s, nil

@@ -12,6 +12,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/trireme-csi/trireme/pkg/nbd"
 )
 
 const (
@@ -363,5 +365,50 @@ func TestShutdownReplyMovesTheRequestToTheNextServer(t *testing.T) {
 	}
 	if got := exp.flushes.Load(); got != 1 {
 		t.Fatalf("next server saw %d flushes, want 1", got)
+	}
+}
+
+// refusingExports refuses every name by policy, as a primary refuses a
+// client whose attachment a newer one fenced.
+type refusingExports struct{}
+
+func (refusingExports) Lookup(string) (nbd.Export, error) {
+	return nil, fmt.Errorf("stale attachment: %w", nbd.ErrPolicy)
+}
+
+func (refusingExports) List() []string { return nil }
+
+func TestRefusalByPolicyIsFinal(t *testing.T) {
+	a := startServer(t, exports{exportName: newMemExport(exportSize)})
+	b := startServer(t, refusingExports{})
+	var mu sync.Mutex
+	target := a
+	resolve := func(ctx context.Context) (string, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		return target.endpoint(ctx)
+	}
+	c, err := Dial(context.Background(), Options{Endpoint: resolve, ExportName: exportName, RetryTimeout: 30 * time.Second})
+	if err != nil {
+		t.Fatalf("Dial: %v", err)
+	}
+	defer c.Close()
+
+	mu.Lock()
+	target = b
+	mu.Unlock()
+	a.stop()
+	start := time.Now()
+	if err := c.WriteAt(context.Background(), pattern(4096, 5), 0, false); !errors.Is(err, ErrForbidden) {
+		t.Fatalf("WriteAt after the refusal = %v, want ErrForbidden", err)
+	}
+	if elapsed := time.Since(start); elapsed > 5*time.Second {
+		t.Errorf("WriteAt failed after %v, want at once rather than at the 30s retry timeout", elapsed)
+	}
+	if err := c.ReadAt(context.Background(), make([]byte, 4096), 0); !errors.Is(err, ErrForbidden) {
+		t.Errorf("ReadAt after the refusal = %v, want ErrForbidden", err)
+	}
+	if _, err := Dial(context.Background(), Options{Endpoint: b.endpoint, ExportName: exportName}); !errors.Is(err, ErrForbidden) {
+		t.Errorf("Dial to the refusing server = %v, want ErrForbidden", err)
 	}
 }

@@ -3,6 +3,7 @@ package nbdclient
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"syscall"
@@ -12,8 +13,8 @@ import (
 	"k8s.io/klog/v2"
 )
 
-// connectRetrying connects with exponential backoff until it succeeds or
-// ctx ends.
+// connectRetrying connects with exponential backoff until it succeeds,
+// ctx ends or the server refuses the client for good (ErrForbidden).
 func (c *Client) connectRetrying(ctx context.Context) (*session, error) {
 	var lastLog time.Time
 	for attempt := 0; ; attempt++ {
@@ -23,6 +24,9 @@ func (c *Client) connectRetrying(ctx context.Context) (*session, error) {
 			return s, nil
 		}
 		c.setLastErr(err)
+		if errors.Is(err, ErrForbidden) {
+			return nil, err
+		}
 		if time.Since(lastLog) >= dialLogInterval {
 			klog.ErrorS(err, "NBD connection attempt failed; retrying", "volume", c.opts.ExportName, "attempt", attempt+1)
 			lastLog = time.Now()

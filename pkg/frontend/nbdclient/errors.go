@@ -18,6 +18,11 @@ var (
 	// ErrUnknownExport means the server does not serve the export name,
 	// for example because it is no longer the volume's primary.
 	ErrUnknownExport = errors.New("nbd export not found")
+	// ErrForbidden means the server refused NBD_OPT_GO by policy
+	// (NBD_REP_ERR_POLICY), for example because a newer attachment of the
+	// volume fenced this client. It is final: the client stops
+	// reconnecting, and every request fails with it.
+	ErrForbidden = errors.New("nbd export refused by server policy")
 	// ErrRefused means the server refused NBD_OPT_GO for another reason.
 	ErrRefused = errors.New("nbd export refused")
 	// ErrSizeChanged means a reconnection found the export smaller than

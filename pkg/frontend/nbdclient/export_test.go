@@ -124,8 +124,14 @@ func (m *memExport) bytes(off, n int) []byte {
 // exports serves fixed exports by name.
 type exports map[string]nbd.Export
 
-func (e exports) Lookup(name string) (nbd.Export, bool) { x, ok := e[name]; return x, ok }
-func (e exports) List() []string                        { return nil }
+func (e exports) Lookup(name string) (nbd.Export, error) {
+	if x, ok := e[name]; ok {
+		return x, nil
+	}
+	return nil, nbd.ErrNoExport
+}
+
+func (e exports) List() []string { return nil }
 
 // testServer is an nbd.Server on a 127.0.0.1 port that can be stopped
 // and started again on the same address.

@@ -132,8 +132,11 @@ func parseInfo(info *exportInfo, data []byte) bool {
 // optionError turns an error reply into an error value.
 func optionError(typ uint32, data []byte) error {
 	msg := string(data)
-	if typ == repErrUnknown {
+	switch typ {
+	case repErrUnknown:
 		return fmt.Errorf("%w: %s", ErrUnknownExport, msg)
+	case repErrPolicy:
+		return fmt.Errorf("%w: %s", ErrForbidden, msg)
 	}
 	return fmt.Errorf("%w: reply type %#x: %s", ErrRefused, typ, msg)
 }

@@ -27,6 +27,7 @@ const (
 	repAck        uint32 = 1
 	repInfo       uint32 = 3
 	repErrBit     uint32 = 1 << 31
+	repErrPolicy  uint32 = repErrBit | 2
 	repErrUnknown uint32 = repErrBit | 6
 )
 

@@ -19,20 +19,24 @@ const recordVersion = 1
 // volumeRecord is a store.Volume on disk. Layout.VolumeID and Layout.Size
 // are not kept: they equal ID and Size.
 type volumeRecord struct {
-	Version           int               `json:"version"`
-	ID                string            `json:"id"`
-	Name              string            `json:"name"`
-	Size              int64             `json:"size"`
-	Parameters        map[string]string `json:"parameters,omitempty"`
-	Fingerprint       string            `json:"fingerprint,omitempty"`
-	Epoch             uint64            `json:"epoch"`
-	Primary           string            `json:"primary,omitempty"`
-	Replicas          []replicaRecord   `json:"replicas,omitempty"`
-	AttachedNode      string            `json:"attachedNode,omitempty"`
-	AttachGeneration  uint64            `json:"attachGeneration"`
-	MinInSyncReplicas int               `json:"minInSyncReplicas"`
-	Created           time.Time         `json:"created"`
-	Revision          uint64            `json:"revision"`
+	Version          int               `json:"version"`
+	ID               string            `json:"id"`
+	Name             string            `json:"name"`
+	Size             int64             `json:"size"`
+	Parameters       map[string]string `json:"parameters,omitempty"`
+	Fingerprint      string            `json:"fingerprint,omitempty"`
+	Epoch            uint64            `json:"epoch"`
+	Primary          string            `json:"primary,omitempty"`
+	Replicas         []replicaRecord   `json:"replicas,omitempty"`
+	AttachedNode     string            `json:"attachedNode,omitempty"`
+	AttachGeneration uint64            `json:"attachGeneration"`
+	// EnforcedGeneration is Layout.AttachmentGeneration: the attachment
+	// generation the data plane was told to enforce. Records written
+	// before it existed decode to 0, which enforces nothing.
+	EnforcedGeneration uint64    `json:"enforcedGeneration,omitempty"`
+	MinInSyncReplicas  int       `json:"minInSyncReplicas"`
+	Created            time.Time `json:"created"`
+	Revision           uint64    `json:"revision"`
 }
 
 type replicaRecord struct {
@@ -61,7 +65,8 @@ func encodeVolume(v store.Volume) ([]byte, error) {
 		Parameters: v.Parameters, Fingerprint: v.Fingerprint,
 		Epoch: v.Layout.Epoch, Primary: v.Layout.Primary,
 		AttachedNode: v.Attachment.NodeID, AttachGeneration: v.Attachment.Generation,
-		MinInSyncReplicas: v.MinInSyncReplicas, Created: v.Created.UTC(), Revision: v.Revision,
+		EnforcedGeneration: v.Layout.AttachmentGeneration,
+		MinInSyncReplicas:  v.MinInSyncReplicas, Created: v.Created.UTC(), Revision: v.Revision,
 	}
 	for _, rep := range v.Layout.Replicas {
 		r.Replicas = append(r.Replicas, replicaRecord{
@@ -79,7 +84,10 @@ func decodeVolume(b []byte) (store.Volume, error) {
 	v := store.Volume{
 		ID: r.ID, Name: r.Name, Size: r.Size,
 		Parameters: nilIfEmpty(r.Parameters), Fingerprint: r.Fingerprint,
-		Layout:            replication.Layout{VolumeID: r.ID, Size: r.Size, Epoch: r.Epoch, Primary: r.Primary},
+		Layout: replication.Layout{
+			VolumeID: r.ID, Size: r.Size, Epoch: r.Epoch, Primary: r.Primary,
+			AttachmentGeneration: r.EnforcedGeneration,
+		},
 		Attachment:        store.Attachment{NodeID: r.AttachedNode, Generation: r.AttachGeneration},
 		MinInSyncReplicas: r.MinInSyncReplicas, Created: r.Created.UTC(), Revision: r.Revision,
 	}

@@ -22,6 +22,7 @@ var goldenVolume = store.Volume{
 			{NodeID: "node-a", Zone: "zone-a", Address: "10.0.0.1:7000", State: replication.InSync},
 			{NodeID: "node-b", Zone: "zone-b", Address: "10.0.0.2:7000", State: replication.Syncing},
 		},
+		AttachmentGeneration: 3,
 	},
 	Attachment:        store.Attachment{NodeID: "node-x", Generation: 3},
 	MinInSyncReplicas: 2,
@@ -33,7 +34,7 @@ const goldenVolumeJSON = `{"version":1,"id":"vol-0f","name":"pvc-1","size":10737
 	`"parameters":{"fsType":"ext4","replicas":"3"},"fingerprint":"sha256:ab","epoch":7,"primary":"node-a",` +
 	`"replicas":[{"node":"node-a","zone":"zone-a","address":"10.0.0.1:7000","state":"InSync"},` +
 	`{"node":"node-b","zone":"zone-b","address":"10.0.0.2:7000","state":"Syncing"}],` +
-	`"attachedNode":"node-x","attachGeneration":3,"minInSyncReplicas":2,` +
+	`"attachedNode":"node-x","attachGeneration":3,"enforcedGeneration":3,"minInSyncReplicas":2,` +
 	`"created":"2026-03-04T05:06:07.000000008Z","revision":12}`
 
 var goldenNode = store.Node{
