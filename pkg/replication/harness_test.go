@@ -3,7 +3,6 @@ package replication
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
 	"fmt"
 	"math/rand/v2"
 	"net"
@@ -112,7 +111,6 @@ type testController struct {
 	layout   Layout
 	gate     chan struct{} // if non-nil, ReplicaFaulted waits for it
 	syncGate chan struct{} // if non-nil, ReplicaSynced waits for it
-	faults   []string
 	reports  chan string
 }
 
@@ -225,15 +223,6 @@ func runWriters(ctx context.Context, p *Primary, m *model, n int, ops int) error
 		}
 	}
 	return first
-}
-
-func fileSum(t *testing.T, path string) [32]byte {
-	t.Helper()
-	b, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return sha256.Sum256(b)
 }
 
 // requireIdentical checks that each replica's data file equals want.
