@@ -37,12 +37,12 @@ func (l *registryLocator) PrimaryAddress(ctx context.Context, volumeID string) (
 }
 
 // PublishedNode implements csi.VolumeLocator.
-func (l *registryLocator) PublishedNode(ctx context.Context, volumeID string) (string, error) {
+func (l *registryLocator) PublishedNode(ctx context.Context, volumeID string) (string, uint64, error) {
 	resp, err := l.locate(ctx, volumeID)
 	if err != nil {
-		return "", err
+		return "", 0, err
 	}
-	return resp.GetPublishedNodeId(), nil
+	return resp.GetPublishedNodeId(), resp.GetAttachmentGeneration(), nil
 }
 
 // Health implements csi.VolumeLocator from the layout the controller

@@ -55,8 +55,9 @@ type VolumeLocator interface {
 	// it follows failovers.
 	PrimaryAddress(ctx context.Context, volumeID string) (string, error)
 	// PublishedNode returns the node ControllerPublishVolume attached the
-	// volume to, or "" when it is attached nowhere.
-	PublishedNode(ctx context.Context, volumeID string) (string, error)
+	// volume to, or "" when it is attached nowhere, and the attachment
+	// generation the controller recorded for that publish.
+	PublishedNode(ctx context.Context, volumeID string) (node string, generation uint64, err error)
 	// Health reports whether the volume runs degraded.
 	Health(ctx context.Context, volumeID string) (VolumeHealth, error)
 }

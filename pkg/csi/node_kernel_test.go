@@ -104,11 +104,11 @@ func (v *servedVolume) PrimaryAddress(_ context.Context, id string) (string, err
 	return v.addr, nil
 }
 
-func (v *servedVolume) PublishedNode(ctx context.Context, id string) (string, error) {
+func (v *servedVolume) PublishedNode(ctx context.Context, id string) (string, uint64, error) {
 	if _, err := v.PrimaryAddress(ctx, id); err != nil {
-		return "", err
+		return "", 0, err
 	}
-	return "node-a", nil
+	return "node-a", 0, nil
 }
 
 func (v *servedVolume) Health(ctx context.Context, id string) (VolumeHealth, error) {

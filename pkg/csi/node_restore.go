@@ -171,7 +171,10 @@ func (s *NodeServer) restore(ctx context.Context, r *stageRecord) error {
 // stillOurs checks with the controller that the volume is still
 // published to this node, and forgets it when it is gone.
 func (s *NodeServer) stillOurs(ctx context.Context, r *stageRecord) error {
-	err := s.checkPublishedHere(ctx, r.VolumeID)
+	gen, err := s.checkPublishedHere(ctx, r.VolumeID)
+	if err == nil {
+		r.Generation = gen
+	}
 	if !gone(err) {
 		return err
 	}

@@ -36,7 +36,9 @@ func TestMain(m *testing.M) {
 type staticLocator string
 
 func (l staticLocator) PrimaryAddress(context.Context, string) (string, error) { return string(l), nil }
-func (l staticLocator) PublishedNode(context.Context, string) (string, error)  { return "node-a", nil }
+func (l staticLocator) PublishedNode(context.Context, string) (string, uint64, error) {
+	return "node-a", 0, nil
+}
 func (l staticLocator) Health(context.Context, string) (VolumeHealth, error) {
 	return VolumeHealth{}, nil
 }

@@ -41,9 +41,13 @@ func (s *NodeServer) stage(ctx context.Context, sr stageRequest) error {
 	if r := s.record(sr.volumeID); r != nil {
 		return s.restage(ctx, r, sr)
 	}
-	if err := s.admit(ctx, sr.volumeID); err != nil {
+	gen, err := s.admit(ctx, sr.volumeID)
+	if err != nil {
 		return fmt.Errorf("stage %s: %w", sr.volumeID, err)
 	}
+	// The controller's generation is the one that counts: a stage without
+	// a publish context, or with a forged one, must not escape fencing.
+	sr.generation = gen
 	a, err := s.attach(ctx, sr.volumeID, sr.generation, sr.readerOnly)
 	if err != nil {
 		return fmt.Errorf("stage %s: %w", sr.volumeID, err)
@@ -80,24 +84,25 @@ func (s *NodeServer) restage(ctx context.Context, r *stageRecord, sr stageReques
 }
 
 // admit checks that the node may stage one more volume, and this one.
-func (s *NodeServer) admit(ctx context.Context, volumeID string) error {
+func (s *NodeServer) admit(ctx context.Context, volumeID string) (uint64, error) {
 	if s.cfg.MaxVolumes > 0 && s.stagedCount() >= int(s.cfg.MaxVolumes) {
-		return fmt.Errorf("%w: %d staged", errTooManyVolumes, s.cfg.MaxVolumes)
+		return 0, fmt.Errorf("%w: %d staged", errTooManyVolumes, s.cfg.MaxVolumes)
 	}
 	return s.checkPublishedHere(ctx, volumeID)
 }
 
 // checkPublishedHere refuses a volume that ControllerPublishVolume did
-// not attach to this node: another node may be writing to it.
-func (s *NodeServer) checkPublishedHere(ctx context.Context, volumeID string) error {
-	node, err := s.cfg.Locator.PublishedNode(ctx, volumeID)
+// not attach to this node: another node may be writing to it. It returns
+// the attachment generation the controller recorded.
+func (s *NodeServer) checkPublishedHere(ctx context.Context, volumeID string) (uint64, error) {
+	node, gen, err := s.cfg.Locator.PublishedNode(ctx, volumeID)
 	if err != nil {
-		return err
+		return 0, err
 	}
 	if node != s.cfg.NodeID {
-		return fmt.Errorf("%w: it is published to %q, this is %s", errNotPublishedHere, node, s.cfg.NodeID)
+		return 0, fmt.Errorf("%w: it is published to %q, this is %s", errNotPublishedHere, node, s.cfg.NodeID)
 	}
-	return nil
+	return gen, nil
 }
 
 func (s *NodeServer) stagedCount() int {

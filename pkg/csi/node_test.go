@@ -31,6 +31,7 @@ type fakeLocator struct {
 	unavailable bool
 	degraded    bool
 	publishedTo string
+	generation  uint64
 }
 
 func (l *fakeLocator) PrimaryAddress(_ context.Context, id string) (string, error) {
@@ -45,13 +46,13 @@ func (l *fakeLocator) PrimaryAddress(_ context.Context, id string) (string, erro
 	return "127.0.0.1:1", nil
 }
 
-func (l *fakeLocator) PublishedNode(ctx context.Context, id string) (string, error) {
+func (l *fakeLocator) PublishedNode(ctx context.Context, id string) (string, uint64, error) {
 	if _, err := l.PrimaryAddress(ctx, id); err != nil {
-		return "", err
+		return "", 0, err
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	return l.publishedTo, nil
+	return l.publishedTo, l.generation, nil
 }
 
 func (l *fakeLocator) Health(ctx context.Context, id string) (VolumeHealth, error) {
@@ -674,27 +675,40 @@ func TestNodeKeepReattaching(t *testing.T) {
 	}
 }
 
-// TestNodeAttachesAtThePublishedGeneration checks that the frontend
-// presents the attachment generation of the publish context, at stage
-// and again when a restarted Node service restores the volume.
-func TestNodeAttachesAtThePublishedGeneration(t *testing.T) {
-	e := newNodeEnv(t)
-	var generations []uint64
-	attach := func(_ context.Context, o frontend.AttachOptions) (Attached, error) {
-		generations = append(generations, o.Generation)
-		return fakeAttached{detached: &e.detached}, nil
-	}
-	e.s.cfg.Attach = attach
-	req := e.stageReq(volA)
-	req.PublishContext = map[string]string{PublishGeneration: "7"}
-	e.stage(t, req)
+// TestNodeAttachesAtTheControllersGeneration checks that the frontend
+// presents the attachment generation the controller recorded, whatever
+// the publish context says (missing or forged), at stage and again when
+// a restarted Node service restores the volume.
+func TestNodeAttachesAtTheControllersGeneration(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		context map[string]string
+	}{
+		{"publish context agrees", map[string]string{PublishGeneration: "7"}},
+		{"no publish context", nil},
+		{"forged generation", map[string]string{PublishGeneration: "999"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newNodeEnv(t)
+			e.loc.generation = 7
+			var generations []uint64
+			attach := func(_ context.Context, o frontend.AttachOptions) (Attached, error) {
+				generations = append(generations, o.Generation)
+				return fakeAttached{detached: &e.detached}, nil
+			}
+			e.s.cfg.Attach = attach
+			req := e.stageReq(volA)
+			req.PublishContext = tc.context
+			e.stage(t, req)
 
-	e.s = e.newServer(t)
-	e.s.cfg.Attach = attach
-	if err := e.s.Restore(context.Background()); err != nil {
-		t.Fatalf("Restore: %v", err)
-	}
-	if !slices.Equal(generations, []uint64{7, 7}) {
-		t.Errorf("attached at generations %v, want [7 7]", generations)
+			e.s = e.newServer(t)
+			e.s.cfg.Attach = attach
+			if err := e.s.Restore(context.Background()); err != nil {
+				t.Fatalf("Restore: %v", err)
+			}
+			if !slices.Equal(generations, []uint64{7, 7}) {
+				t.Errorf("attached at generations %v, want [7 7]", generations)
+			}
+		})
 	}
 }
