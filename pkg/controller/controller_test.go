@@ -161,6 +161,26 @@ func TestDeleteVolumeRemovesEveryReplica(t *testing.T) {
 	}
 }
 
+func TestDeleteVolumeRefusesAPublishedVolume(t *testing.T) {
+	e := controllertest.New(t, controllertest.SixNodes)
+	v := mustCreate(t, e, "pvc-1")
+	if _, err := e.C.Publish(ctx, v.ID, "a1"); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.C.DeleteVolume(ctx, v.ID); !errors.Is(err, controller.ErrVolumeInUse) {
+		t.Fatalf("DeleteVolume of a published volume: %v, want ErrVolumeInUse", err)
+	}
+	if _, err := e.C.GetVolume(ctx, v.ID); err != nil {
+		t.Fatalf("volume gone after a refused delete: %v", err)
+	}
+	if err := e.C.Unpublish(ctx, v.ID, "a1"); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.C.DeleteVolume(ctx, v.ID); err != nil {
+		t.Fatalf("DeleteVolume after unpublish: %v", err)
+	}
+}
+
 func TestPublish(t *testing.T) {
 	e := controllertest.New(t, controllertest.SixNodes)
 	v := mustCreate(t, e, "pvc-1") // a1 primary, epoch 1

@@ -24,6 +24,8 @@ var (
 	// ErrPublishedElsewhere means a single-node volume is already
 	// published to another node.
 	ErrPublishedElsewhere = errors.New("volume is published to another node")
+	// ErrVolumeInUse means the volume is still published to a node.
+	ErrVolumeInUse = errors.New("volume is in use")
 	// ErrNodeUnavailable means a node the operation needs did not answer.
 	ErrNodeUnavailable = errors.New("node unavailable")
 	// ErrInvalidReport means a replica report does not fit the volume:

@@ -215,6 +215,9 @@ func (c *Controller) DeleteVolume(ctx context.Context, id string) error {
 		if err != nil {
 			return fmt.Errorf("delete volume %s: %w", id, err)
 		}
+		if v.Attachment.Attached() {
+			return fmt.Errorf("delete volume %s: %w: published to node %s", id, ErrVolumeInUse, v.Attachment.NodeID)
+		}
 		if err := c.deleteReplicas(ctx, v); err != nil {
 			return err
 		}

@@ -25,6 +25,7 @@ var errorCodes = []struct {
 	{controller.ErrNoPlacement, codes.ResourceExhausted},
 	{controller.ErrCapacityOutOfRange, codes.OutOfRange},
 	{controller.ErrPublishedElsewhere, codes.FailedPrecondition},
+	{controller.ErrVolumeInUse, codes.FailedPrecondition},
 	{controller.ErrNodeUnavailable, codes.Unavailable},
 	{context.Canceled, codes.Canceled},
 	{context.DeadlineExceeded, codes.DeadlineExceeded},
