@@ -391,6 +391,37 @@ func TestRegisterNodePersistsOnlyChanges(t *testing.T) {
 	}
 }
 
+// A restarted agent keeps no layouts; registering again must give it the
+// layout of every volume it holds, or a restarted primary serves nothing.
+func TestRegistrationResendsLayouts(t *testing.T) {
+	e := controllertest.New(t, controllertest.SixNodes)
+	v := mustCreate(t, e, "pvc-1")
+	primary := v.Layout.Primary
+	addr := controllertest.APIAddress(primary)
+	e.Nodes.Restart(addr)
+	if _, ok := e.Nodes.Layout(addr, v.ID); ok {
+		t.Fatal("fake node kept its layout across a restart")
+	}
+	zone := v.Layout.Replicas[0].Zone
+	if err := e.C.RegisterNode(ctx, controllertest.Registration(primary, zone, 10<<30)); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		l, ok := e.Nodes.Layout(addr, v.ID)
+		if ok {
+			if l.Epoch != v.Layout.Epoch || l.Primary != primary {
+				t.Fatalf("resent layout epoch %d primary %s, want %d %s", l.Epoch, l.Primary, v.Layout.Epoch, primary)
+			}
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the registered node never got its volume's layout again")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
 func TestRecordsOutliveTheController(t *testing.T) {
 	e := controllertest.New(t, controllertest.SixNodes)
 	v := mustCreate(t, e, "pvc-1")

@@ -67,6 +67,7 @@ func (c *Controller) RegisterNode(ctx context.Context, r Registration) error {
 	c.members.mu.Unlock()
 	klog.InfoS("Node registered", "node", r.NodeID, "zone", r.Zone, "api", r.APIAddress,
 		"data", r.DataAddress, "capacity", r.CapacityBytes, "free", r.FreeBytes)
+	go c.resendLayouts(r.NodeID)
 	return nil
 }
 

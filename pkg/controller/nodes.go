@@ -3,6 +3,7 @@ package controller
 import (
 	"context"
 	"fmt"
+	"slices"
 	"sync"
 
 	"k8s.io/klog/v2"
@@ -10,6 +11,7 @@ import (
 	"github.com/trireme-csi/trireme/pkg/api"
 	apiv1 "github.com/trireme-csi/trireme/pkg/api/v1"
 	"github.com/trireme-csi/trireme/pkg/replication"
+	"github.com/trireme-csi/trireme/pkg/store"
 )
 
 // nodeClient returns a cached client of the node's Node service.
@@ -81,6 +83,41 @@ func (c *Controller) setLayoutEverywhere(ctx context.Context, l replication.Layo
 		}
 	}
 	return nil
+}
+
+// resendLayouts gives a node that has just registered the current layout
+// of every volume it holds a replica of. A restarted agent keeps no
+// layouts: without this, a primary that restarts would serve nothing
+// until the next change of its volumes. Best effort, like pushLayout.
+func (c *Controller) resendLayouts(nodeID string) {
+	ctx, cancel := context.WithTimeout(context.Background(), c.opts.PushTimeout*10)
+	defer cancel()
+	opts := store.ListOptions{Limit: 100}
+	for {
+		page, err := c.store.ListVolumes(ctx, opts)
+		if err != nil {
+			klog.ErrorS(err, "Listing volumes to resend layouts failed", "node", nodeID)
+			return
+		}
+		for _, v := range page.Volumes {
+			c.resendLayout(ctx, nodeID, v.Layout)
+		}
+		if page.Next == "" {
+			return
+		}
+		opts.StartAfter = page.Next
+	}
+}
+
+func (c *Controller) resendLayout(ctx context.Context, nodeID string, l replication.Layout) {
+	if !slices.ContainsFunc(l.Replicas, func(r replication.ReplicaInfo) bool { return r.NodeID == nodeID }) {
+		return
+	}
+	if err := c.setLayout(ctx, nodeID, l); err != nil {
+		klog.InfoS("Resending layout failed", "volume", l.VolumeID, "node", nodeID, "epoch", l.Epoch, "err", err)
+		return
+	}
+	klog.V(2).InfoS("Resent layout", "volume", l.VolumeID, "node", nodeID, "epoch", l.Epoch)
 }
 
 // pushLayout tells the replica nodes other than the primary about a new

@@ -71,6 +71,14 @@ func (f *FakeNodes) Replicas(addr string) []string {
 	return out
 }
 
+// Restart makes the node at addr forget every layout it got, as a
+// restarted agent does; its replicas stay.
+func (f *FakeNodes) Restart(addr string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	delete(f.layouts, addr)
+}
+
 // Layout returns the layout of the volume the node at addr last got.
 func (f *FakeNodes) Layout(addr, volume string) (replication.Layout, bool) {
 	f.mu.Lock()
