@@ -28,6 +28,7 @@ var (
 	errNotPublishedHere = errors.New("volume is not published to this node")
 	errTooManyVolumes   = errors.New("node stages as many volumes as it may")
 	errAccessTypeChange = errors.New("access type differs from the staged one")
+	errInvalidTarget    = errors.New("invalid target path")
 )
 
 // nodeErrorCodes maps the Node service's errors to CSI codes, first match
@@ -37,6 +38,7 @@ var nodeErrorCodes = []struct {
 	code codes.Code
 }{
 	{ErrVolumeNotFound, codes.NotFound},
+	{errInvalidTarget, codes.InvalidArgument},
 	{errNotAtPath, codes.NotFound},
 	{ErrLocatorUnavailable, codes.Unavailable},
 	{errNotStaged, codes.FailedPrecondition},

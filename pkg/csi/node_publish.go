@@ -1,6 +1,8 @@
 package csi
 
 import (
+	"k8s.io/klog/v2"
+
 	"context"
 	"errors"
 	"fmt"
@@ -8,6 +10,7 @@ import (
 	"maps"
 	"os"
 	"path/filepath"
+	"syscall"
 
 	csipb "github.com/container-storage-interface/spec/lib/go/csi"
 )
@@ -135,12 +138,25 @@ func ensureFile(path string) (bool, error) {
 	return true, f.Close()
 }
 
-// unbind unmounts and removes a target.
+// unbind unmounts and removes a target. A target directory that still
+// holds files once unmounted was not made by this driver: it is left
+// where it is, and the unpublish succeeds.
 func (s *NodeServer) unbind(target string) error {
 	if err := s.unmountIfMounted(target); err != nil {
 		return err
 	}
-	if err := os.Remove(target); err != nil && !errors.Is(err, fs.ErrNotExist) {
+	return removeTarget(target)
+}
+
+// removeTarget removes an unmounted target. A directory that still holds
+// files was not made by this driver and is left in place.
+func removeTarget(target string) error {
+	err := os.Remove(target)
+	if errors.Is(err, syscall.ENOTEMPTY) || errors.Is(err, syscall.EEXIST) {
+		klog.InfoS("Leaving a non-empty target directory in place", "target", target)
+		return nil
+	}
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("remove %s: %w", target, err)
 	}
 	return nil
@@ -199,6 +215,9 @@ func (s *NodeServer) NodeUnpublishVolume(ctx context.Context, req *csipb.NodeUnp
 // this driver's to unmount.
 func (s *NodeServer) unpublish(ctx context.Context, volumeID, target string) error {
 	r := s.record(volumeID)
+	if r != nil && filepath.Clean(r.StagingPath) == target {
+		return fmt.Errorf("%w: %s is the volume's staging path, not a publish target", errInvalidTarget, target)
+	}
 	if r == nil || !s.hasTarget(r, target) && !s.holdsDevice(target, r.Device) {
 		return s.removeStrayTarget(target)
 	}
@@ -224,8 +243,8 @@ func (s *NodeServer) hasTarget(r *stageRecord, target string) bool {
 	return ok
 }
 
-// removeStrayTarget removes an empty, unmounted target left by a publish
-// whose record was lost; anything else there is left alone.
+// removeStrayTarget removes an unmounted target left by a publish whose
+// record was lost; a mount there is left alone.
 func (s *NodeServer) removeStrayTarget(target string) error {
 	mounted, err := s.cfg.Mounter.IsMountPoint(target)
 	if errors.Is(err, fs.ErrNotExist) {
@@ -234,8 +253,5 @@ func (s *NodeServer) removeStrayTarget(target string) error {
 	if err != nil || mounted {
 		return fmt.Errorf("%w: %s", errNotAtPath, target)
 	}
-	if err := os.Remove(target); err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return fmt.Errorf("remove %s: %w", target, err)
-	}
-	return nil
+	return removeTarget(target)
 }

@@ -401,6 +401,7 @@ func TestNodeUnpublishVolume(t *testing.T) {
 		{"relative target path", true, func(_ *nodeEnv, r *csipb.NodeUnpublishVolumeRequest) { r.TargetPath = "t" }, codes.InvalidArgument},
 		{"target path with ..", true, func(e *nodeEnv, r *csipb.NodeUnpublishVolumeRequest) { r.TargetPath = e.dir + "/../t" }, codes.InvalidArgument},
 		{"someone else's mount", true, func(_ *nodeEnv, r *csipb.NodeUnpublishVolumeRequest) { r.VolumeId = volB }, codes.NotFound},
+		{"the staging path", true, func(e *nodeEnv, r *csipb.NodeUnpublishVolumeRequest) { r.TargetPath = e.path("staging") }, codes.InvalidArgument},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -417,6 +418,28 @@ func TestNodeUnpublishVolume(t *testing.T) {
 				t.Errorf("target not removed: %v", serr)
 			}
 		})
+	}
+}
+
+// A target directory the kubelet left files in is not the driver's to
+// empty: unpublish unmounts, leaves the directory, and succeeds, so the
+// pod does not stay terminating on a repeated INTERNAL.
+func TestNodeUnpublishLeavesANonEmptyTarget(t *testing.T) {
+	e := newNodeEnv(t)
+	e.stage(t, e.stageReq(volA))
+	e.publish(t, e.publishReq(volA))
+	kept := filepath.Join(e.path("target"), "kept")
+	if err := os.WriteFile(kept, []byte("x"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	req := &csipb.NodeUnpublishVolumeRequest{VolumeId: volA, TargetPath: e.path("target")}
+	for range 2 {
+		if _, err := e.s.NodeUnpublishVolume(context.Background(), req); err != nil {
+			t.Fatalf("NodeUnpublishVolume: %v", err)
+		}
+	}
+	if _, err := os.Stat(kept); err != nil {
+		t.Fatalf("file in the target: %v", err)
 	}
 }
 
