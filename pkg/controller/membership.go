@@ -180,6 +180,10 @@ func (c *Controller) knownDead(nodeID string) bool {
 	return !c.isLive(nodeID) && c.opts.Now().Sub(c.started) > c.opts.HeartbeatTimeout
 }
 
+// KnownDead says whether the node has stopped heartbeating, past the
+// grace a restarted controller gives nodes to register again.
+func (c *Controller) KnownDead(nodeID string) bool { return c.knownDead(nodeID) }
+
 // reserve lowers a node's free bytes at once after a replica is placed
 // there; the node's next heartbeat reports the truth.
 func (c *Controller) reserve(nodeID string, bytes int64) {

@@ -182,7 +182,7 @@ func (s *ControllerServer) ListVolumes(ctx context.Context, req *csipb.ListVolum
 	for _, v := range page.Volumes {
 		resp.Entries = append(resp.Entries, &csipb.ListVolumesResponse_Entry{
 			Volume: volumeToCSI(v, storedParams(v)),
-			Status: &csipb.ListVolumesResponse_VolumeStatus{PublishedNodeIds: publishedNodes(v), VolumeCondition: replicaCondition(v)},
+			Status: &csipb.ListVolumesResponse_VolumeStatus{PublishedNodeIds: publishedNodes(v), VolumeCondition: replicaCondition(v, s.c.KnownDead)},
 		})
 	}
 	return resp, nil
@@ -199,7 +199,7 @@ func (s *ControllerServer) ControllerGetVolume(ctx context.Context, req *csipb.C
 	}
 	return &csipb.ControllerGetVolumeResponse{
 		Volume: volumeToCSI(v, storedParams(v)),
-		Status: &csipb.ControllerGetVolumeResponse_VolumeStatus{PublishedNodeIds: publishedNodes(v), VolumeCondition: replicaCondition(v)},
+		Status: &csipb.ControllerGetVolumeResponse_VolumeStatus{PublishedNodeIds: publishedNodes(v), VolumeCondition: replicaCondition(v, s.c.KnownDead)},
 	}, nil
 }
 
@@ -260,14 +260,21 @@ func publishedNodes(v store.Volume) []string {
 }
 
 // replicaCondition is abnormal while fewer replicas than the layout holds are
-// InSync: the volume runs with fewer copies than asked for.
-func replicaCondition(v store.Volume) *csipb.VolumeCondition {
+// InSync, or while an InSync replica's node has stopped heartbeating: the
+// volume runs with fewer copies than asked for, or, when that node is the
+// primary, cannot be served until failover.
+func replicaCondition(v store.Volume, dead func(nodeID string) bool) *csipb.VolumeCondition {
 	in, all := controller.InSyncCount(v.Layout), len(v.Layout.Replicas)
+	abnormal := in < all
 	msg := fmt.Sprintf("%d of %d replicas in sync, epoch %d, primary %s", in, all, v.Layout.Epoch, v.Layout.Primary)
 	for _, r := range v.Layout.Replicas {
-		if string(r.State) != "InSync" {
+		switch {
+		case string(r.State) != "InSync":
 			msg += fmt.Sprintf("; %s in %s is %s", r.NodeID, r.Zone, r.State)
+		case dead(r.NodeID):
+			abnormal = true
+			msg += fmt.Sprintf("; node %s in %s has stopped heartbeating", r.NodeID, r.Zone)
 		}
 	}
-	return &csipb.VolumeCondition{Abnormal: in < all, Message: msg}
+	return &csipb.VolumeCondition{Abnormal: abnormal, Message: msg}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"strings"
 	"testing"
+	"time"
 
 	csipb "github.com/container-storage-interface/spec/lib/go/csi"
 	"google.golang.org/grpc/codes"
@@ -290,6 +291,28 @@ func TestControllerGetVolumeCondition(t *testing.T) {
 	if !st.GetVolumeCondition().GetAbnormal() || st.GetVolumeCondition().GetMessage() != wantMsg ||
 		strings.Join(st.GetPublishedNodeIds(), ",") != "c2" {
 		t.Errorf("status %v, want abnormal %q published on c2", st, wantMsg)
+	}
+}
+
+func TestVolumeConditionNamesASilentPrimary(t *testing.T) {
+	s, e := newCtrlServer(t, controllertest.SixNodes)
+	id := ctrlMustCreate(t, s, "pvc-1").GetVolumeId()
+	e.Clock.Advance(time.Minute)
+	for _, n := range controllertest.SixNodes {
+		if n.ID != "a1" { // a1, the primary, has gone quiet
+			if err := e.C.Heartbeat(n.ID, 10<<30); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	resp, err := s.ControllerGetVolume(ctrlCtx, &csipb.ControllerGetVolumeRequest{VolumeId: id})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cond := resp.GetStatus().GetVolumeCondition()
+	wantMsg := "3 of 3 replicas in sync, epoch 1, primary a1; node a1 in zone-a has stopped heartbeating"
+	if !cond.GetAbnormal() || cond.GetMessage() != wantMsg {
+		t.Errorf("condition %v, want abnormal %q", cond, wantMsg)
 	}
 }
 
