@@ -151,11 +151,15 @@ func (s *ControllerServer) ValidateVolumeCapabilities(ctx context.Context, req *
 	if len(req.GetVolumeCapabilities()) == 0 {
 		return nil, status.Error(codes.InvalidArgument, "volume_capabilities: required")
 	}
-	if _, err := s.volume(ctx, req.GetVolumeId()); err != nil {
+	v, err := s.volume(ctx, req.GetVolumeId())
+	if err != nil {
 		return nil, err
 	}
 	if _, err := validateCapabilities(req.GetVolumeCapabilities()); err != nil {
 		return &csipb.ValidateVolumeCapabilitiesResponse{Message: status.Convert(err).Message()}, nil
+	}
+	if msg := mismatch(v, req.GetVolumeCapabilities(), req.GetParameters()); msg != "" {
+		return &csipb.ValidateVolumeCapabilitiesResponse{Message: msg}, nil
 	}
 	return &csipb.ValidateVolumeCapabilitiesResponse{Confirmed: &csipb.ValidateVolumeCapabilitiesResponse_Confirmed{
 		VolumeContext:      req.GetVolumeContext(),
@@ -250,6 +254,30 @@ func storedParams(v store.Volume) volumeParams {
 		return volumeParams{fsType: DefaultFSType}
 	}
 	return p
+}
+
+// mismatch says how the capabilities or parameters asked about differ from
+// what the volume was created with, or "" when they fit it.
+func mismatch(v store.Volume, caps []*csipb.VolumeCapability, params map[string]string) string {
+	have := storedParams(v)
+	for _, c := range caps {
+		if fs := c.GetMount().GetFsType(); fs != "" && fs != have.fsType {
+			return fmt.Sprintf("volume is formatted %s, not %s", have.fsType, fs)
+		}
+	}
+	if len(params) == 0 {
+		return ""
+	}
+	want, err := parseParameters(params)
+	if err != nil {
+		return status.Convert(err).Message()
+	}
+	if want.replicas != have.replicas || want.minInSync != have.minInSync ||
+		want.topologyKey != have.topologyKey || want.fsType != have.fsType {
+		return fmt.Sprintf("volume has replicas=%d minInSyncReplicas=%d topologyKey=%s fsType=%s",
+			have.replicas, have.minInSync, have.topologyKey, have.fsType)
+	}
+	return ""
 }
 
 func publishedNodes(v store.Volume) []string {

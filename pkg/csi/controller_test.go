@@ -156,6 +156,22 @@ func TestVolumeCallCodes(t *testing.T) {
 			}
 			return err
 		}, codes.OK},
+		{"validate another filesystem", func() error {
+			resp, err := s.ValidateVolumeCapabilities(ctrlCtx, &csipb.ValidateVolumeCapabilitiesRequest{VolumeId: id,
+				VolumeCapabilities: []*csipb.VolumeCapability{ctrlMountCap("xfs", ctrlSNW)}})
+			if err == nil && (resp.GetConfirmed() != nil || resp.GetMessage() != "volume is formatted ext4, not xfs") {
+				return status.Errorf(codes.Unknown, "answer %v", resp)
+			}
+			return err
+		}, codes.OK},
+		{"validate other parameters", func() error {
+			resp, err := s.ValidateVolumeCapabilities(ctrlCtx, &csipb.ValidateVolumeCapabilitiesRequest{VolumeId: id,
+				VolumeCapabilities: caps, Parameters: map[string]string{"replicas": "1"}})
+			if err == nil && (resp.GetConfirmed() != nil || !strings.HasPrefix(resp.GetMessage(), "volume has replicas=3")) {
+				return status.Errorf(codes.Unknown, "answer %v", resp)
+			}
+			return err
+		}, codes.OK},
 		{"validate without capabilities", func() error {
 			_, err := s.ValidateVolumeCapabilities(ctrlCtx, &csipb.ValidateVolumeCapabilitiesRequest{VolumeId: id})
 			return err
