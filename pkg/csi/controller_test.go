@@ -79,8 +79,11 @@ func TestCreateVolumeCodes(t *testing.T) {
 			r.Name, r.VolumeCapabilities = "existing", []*csipb.VolumeCapability{ctrlBlockCap(ctrlSNW)}
 		}, codes.AlreadyExists},
 		{"existing name, other parameter", func(r *csipb.CreateVolumeRequest) {
-			r.Name, r.Parameters = "existing", map[string]string{"fsType": "xfs"}
+			r.Name, r.Parameters = "existing", map[string]string{"replicas": "2"}
 		}, codes.AlreadyExists},
+		{"fsType parameter conflicts with the capability", func(r *csipb.CreateVolumeRequest) {
+			r.Parameters = map[string]string{"fsType": "xfs"}
+		}, codes.InvalidArgument},
 	}
 	for i, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -279,6 +279,9 @@ func validateCreateVolume(req *csipb.CreateVolumeRequest) (controller.VolumeRequ
 	if err != nil {
 		return controller.VolumeRequest{}, volumeParams{}, err
 	}
+	if err := checkFSTypeAgrees(req); err != nil {
+		return controller.VolumeRequest{}, volumeParams{}, err
+	}
 	size, err := volumeSize(req.GetCapacityRange())
 	if err != nil {
 		return controller.VolumeRequest{}, volumeParams{}, err
@@ -291,6 +294,22 @@ func validateCreateVolume(req *csipb.CreateVolumeRequest) (controller.VolumeRequ
 		Requisite: topologySegments(req.GetAccessibilityRequirements().GetRequisite()),
 		Preferred: topologySegments(req.GetAccessibilityRequirements().GetPreferred()),
 	}, p, nil
+}
+
+// checkFSTypeAgrees refuses an fsType parameter that names another
+// filesystem than a capability's fs_type: one of the two would be ignored.
+func checkFSTypeAgrees(req *csipb.CreateVolumeRequest) error {
+	param, ok := req.GetParameters()[ParamFSType]
+	if !ok {
+		return nil
+	}
+	for i, c := range req.GetVolumeCapabilities() {
+		if fs := c.GetMount().GetFsType(); fs != "" && fs != param {
+			return status.Errorf(codes.InvalidArgument,
+				"parameter %s=%s conflicts with volume_capabilities[%d].mount.fs_type %s", ParamFSType, param, i, fs)
+		}
+	}
+	return nil
 }
 
 func topologySegments(ts []*csipb.Topology) []map[string]string {
