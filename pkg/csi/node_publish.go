@@ -2,6 +2,7 @@ package csi
 
 import (
 	"k8s.io/klog/v2"
+	"strings"
 
 	"context"
 	"errors"
@@ -51,6 +52,9 @@ func (s *NodeServer) publish(ctx context.Context, pr stageRequest) error {
 	if err != nil || done {
 		return err
 	}
+	if err := checkTargetPlace(r, pr.target); err != nil {
+		return err
+	}
 	if err := s.bind(r, pr); err != nil {
 		return fmt.Errorf("publish %s at %s: %w", pr.volumeID, pr.target, err)
 	}
@@ -59,6 +63,20 @@ func (s *NodeServer) publish(ctx context.Context, pr stageRequest) error {
 		return err
 	}
 	s.logger(ctx, "publish").Info("Volume published", "target", pr.target, "readOnly", pr.readOnly, "device", r.Device)
+	return nil
+}
+
+// checkTargetPlace refuses a target that is a symbolic link (the bind
+// mount would land wherever it points) or that lies inside the staging
+// path (it would create a directory in the volume's own filesystem).
+func checkTargetPlace(r *stageRecord, target string) error {
+	if fi, err := os.Lstat(target); err == nil && fi.Mode()&fs.ModeSymlink != 0 {
+		return fmt.Errorf("%w: %s is a symbolic link", errInvalidTarget, target)
+	}
+	staging := filepath.Clean(r.StagingPath)
+	if target == staging || strings.HasPrefix(target, staging+string(filepath.Separator)) {
+		return fmt.Errorf("%w: %s lies inside the staging path %s", errInvalidTarget, target, staging)
+	}
 	return nil
 }
 

@@ -297,6 +297,16 @@ func TestNodePublishVolumeCodes(t *testing.T) {
 		{"not staged", false, func(*nodeEnv, *csipb.NodePublishVolumeRequest) {}, codes.FailedPrecondition},
 		{"other staging path", true, func(e *nodeEnv, r *csipb.NodePublishVolumeRequest) { r.StagingTargetPath = e.path("other") }, codes.FailedPrecondition},
 		{"block on a mount volume", true, func(_ *nodeEnv, r *csipb.NodePublishVolumeRequest) { r.VolumeCapability = blockCap() }, codes.FailedPrecondition},
+		{"target inside the staging path", true, func(e *nodeEnv, r *csipb.NodePublishVolumeRequest) {
+			r.TargetPath = filepath.Join(e.path("staging"), "inner")
+		}, codes.InvalidArgument},
+		{"target is a symbolic link", true, func(e *nodeEnv, r *csipb.NodePublishVolumeRequest) {
+			link := e.path("link")
+			if err := os.Symlink(e.dir, link); err != nil {
+				panic(err)
+			}
+			r.TargetPath = link
+		}, codes.InvalidArgument},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
