@@ -3,6 +3,7 @@ package agent
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -52,7 +53,7 @@ func (l *registryLocator) Health(ctx context.Context, volumeID string) (csi.Volu
 	if err != nil {
 		return csi.VolumeHealth{}, err
 	}
-	return layoutHealth(resp.GetLayout()), nil
+	return layoutHealth(resp.GetLayout(), resp.GetSilentNodeIds()), nil
 }
 
 func (l *registryLocator) locate(ctx context.Context, volumeID string) (*apiv1.LocateVolumeResponse, error) {
@@ -68,22 +69,27 @@ func (l *registryLocator) locate(ctx context.Context, volumeID string) (*apiv1.L
 	return nil, fmt.Errorf("locate %s: %w: %w", volumeID, csi.ErrLocatorUnavailable, err)
 }
 
-// layoutHealth describes a layout's replicas.
-func layoutHealth(l *apiv1.Layout) csi.VolumeHealth {
+// layoutHealth describes a layout's replicas. An InSync replica whose node
+// is in silent (it stopped heartbeating) makes the volume degraded too.
+func layoutHealth(l *apiv1.Layout, silent []string) csi.VolumeHealth {
 	inSync := 0
 	var notes []string
 	for _, r := range l.GetReplicas() {
-		if r.GetState() == apiv1.ReplicaState_REPLICA_STATE_IN_SYNC {
+		switch {
+		case r.GetState() != apiv1.ReplicaState_REPLICA_STATE_IN_SYNC:
+			notes = append(notes, fmt.Sprintf("%s in %s is %s", r.GetNodeId(), r.GetZone(), stateName(r.GetState())))
+		case slices.Contains(silent, r.GetNodeId()):
 			inSync++
-			continue
+			notes = append(notes, fmt.Sprintf("%s in %s has stopped heartbeating", r.GetNodeId(), r.GetZone()))
+		default:
+			inSync++
 		}
-		notes = append(notes, fmt.Sprintf("%s in %s is %s", r.GetNodeId(), r.GetZone(), stateName(r.GetState())))
 	}
 	msg := fmt.Sprintf("%d of %d replicas in sync, primary %s, epoch %d", inSync, len(l.GetReplicas()), l.GetPrimary(), l.GetEpoch())
 	if len(notes) > 0 {
 		msg += "; " + strings.Join(notes, "; ")
 	}
-	return csi.VolumeHealth{Degraded: inSync < len(l.GetReplicas()), Message: msg}
+	return csi.VolumeHealth{Degraded: len(notes) > 0, Message: msg}
 }
 
 func stateName(s apiv1.ReplicaState) string {

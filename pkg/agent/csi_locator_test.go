@@ -74,10 +74,12 @@ func TestLayoutHealth(t *testing.T) {
 			true, "2 of 3 replicas in sync, primary a, epoch 4; b in zb is faulted"},
 		{"one syncing", []*apiv1.ReplicaInfo{replica("a", "za", inSync), replica("c", "zc", syncing)},
 			true, "1 of 2 replicas in sync, primary a, epoch 4; c in zc is syncing"},
+		{"silent primary", []*apiv1.ReplicaInfo{replica("silent", "za", inSync), replica("b", "zb", inSync)},
+			true, "2 of 2 replicas in sync, primary a, epoch 4; silent in za has stopped heartbeating"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			h := layoutHealth(&apiv1.Layout{Primary: "a", Epoch: 4, Replicas: tt.replicas})
+			h := layoutHealth(&apiv1.Layout{Primary: "a", Epoch: 4, Replicas: tt.replicas}, []string{"silent"})
 			if h.Degraded != tt.degraded || h.Message != tt.message {
 				t.Errorf("health %+v, want degraded=%v %q", h, tt.degraded, tt.message)
 			}

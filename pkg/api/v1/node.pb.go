@@ -1547,8 +1547,12 @@ type LocateVolumeResponse struct {
 	// and attachment_generation counts publishes (see ControllerPublish).
 	PublishedNodeId      string `protobuf:"bytes,3,opt,name=published_node_id,json=publishedNodeId,proto3" json:"published_node_id,omitempty"`
 	AttachmentGeneration uint64 `protobuf:"varint,4,opt,name=attachment_generation,json=attachmentGeneration,proto3" json:"attachment_generation,omitempty"`
-	unknownFields        protoimpl.UnknownFields
-	sizeCache            protoimpl.SizeCache
+	// silent_node_ids are the InSync replicas' nodes that have stopped
+	// heartbeating: the volume cannot count on them, and cannot be served
+	// at all while the primary is among them.
+	SilentNodeIds []string `protobuf:"bytes,5,rep,name=silent_node_ids,json=silentNodeIds,proto3" json:"silent_node_ids,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *LocateVolumeResponse) Reset() {
@@ -1607,6 +1611,13 @@ func (x *LocateVolumeResponse) GetAttachmentGeneration() uint64 {
 		return x.AttachmentGeneration
 	}
 	return 0
+}
+
+func (x *LocateVolumeResponse) GetSilentNodeIds() []string {
+	if x != nil {
+		return x.SilentNodeIds
+	}
+	return nil
 }
 
 var File_trireme_v1_node_proto protoreflect.FileDescriptor
@@ -1711,12 +1722,13 @@ const file_trireme_v1_node_proto_rawDesc = "" +
 	"free_bytes\x18\x02 \x01(\x03R\tfreeBytes\"\x13\n" +
 	"\x11HeartbeatResponse\"2\n" +
 	"\x13LocateVolumeRequest\x12\x1b\n" +
-	"\tvolume_id\x18\x01 \x01(\tR\bvolumeId\"\xd3\x01\n" +
+	"\tvolume_id\x18\x01 \x01(\tR\bvolumeId\"\xfb\x01\n" +
 	"\x14LocateVolumeResponse\x12*\n" +
 	"\x06layout\x18\x01 \x01(\v2\x12.trireme.v1.LayoutR\x06layout\x12.\n" +
 	"\x13primary_nbd_address\x18\x02 \x01(\tR\x11primaryNbdAddress\x12*\n" +
 	"\x11published_node_id\x18\x03 \x01(\tR\x0fpublishedNodeId\x123\n" +
-	"\x15attachment_generation\x18\x04 \x01(\x04R\x14attachmentGeneration*~\n" +
+	"\x15attachment_generation\x18\x04 \x01(\x04R\x14attachmentGeneration\x12&\n" +
+	"\x0fsilent_node_ids\x18\x05 \x03(\tR\rsilentNodeIds*~\n" +
 	"\fReplicaState\x12\x1d\n" +
 	"\x19REPLICA_STATE_UNSPECIFIED\x10\x00\x12\x19\n" +
 	"\x15REPLICA_STATE_IN_SYNC\x10\x01\x12\x19\n" +

@@ -18,6 +18,7 @@ import (
 	"github.com/trireme-csi/trireme/pkg/api"
 	apiv1 "github.com/trireme-csi/trireme/pkg/api/v1"
 	"github.com/trireme-csi/trireme/pkg/controller"
+	"github.com/trireme-csi/trireme/pkg/replication"
 	"github.com/trireme-csi/trireme/pkg/store"
 )
 
@@ -73,7 +74,20 @@ func (srv *Server) LocateVolume(ctx context.Context, req *apiv1.LocateVolumeRequ
 		PrimaryNbdAddress:    loc.PrimaryNBDAddress,
 		PublishedNodeId:      v.Attachment.NodeID,
 		AttachmentGeneration: v.Attachment.Generation,
+		SilentNodeIds:        srv.silentNodes(v.Layout),
 	}, nil
+}
+
+// silentNodes lists the nodes of InSync replicas that stopped
+// heartbeating.
+func (srv *Server) silentNodes(l replication.Layout) []string {
+	var out []string
+	for _, r := range l.Replicas {
+		if r.State == replication.InSync && srv.c.KnownDead(r.NodeID) {
+			out = append(out, r.NodeID)
+		}
+	}
+	return out
 }
 
 // ReportReplicaFaulted implements apiv1.ControllerServer.
