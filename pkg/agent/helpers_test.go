@@ -1,13 +1,14 @@
 package agent
 
 import (
+	"github.com/trireme-csi/trireme/internal/testenv"
+
 	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
 	"net"
-	"os"
 	"os/exec"
 	"sync"
 	"testing"
@@ -148,12 +149,7 @@ type fill struct {
 // where a missing tool is a broken environment.
 func requireQemuIO(t *testing.T) {
 	t.Helper()
-	if _, err := exec.LookPath("qemu-io"); err != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatalf("qemu-io is required under CI: %v", err)
-		}
-		t.Skipf("qemu-io not installed: %v", err)
-	}
+	testenv.Require(t, "qemu-io")
 }
 
 // qemuIO runs one qemu-io command against an NBD export.

@@ -1,10 +1,11 @@
 package csi
 
 import (
+	"github.com/trireme-csi/trireme/internal/testenv"
+
 	"context"
 	"fmt"
 	"net"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -39,14 +40,7 @@ func buildTrireme(t *testing.T, dir string) string {
 // where a missing tool is a broken environment.
 func ctrlRequireTools(t *testing.T, tools ...string) {
 	t.Helper()
-	for _, tool := range tools {
-		if _, err := exec.LookPath(tool); err != nil {
-			if os.Getenv("CI") != "" {
-				t.Fatalf("%s is missing; CI must install it", tool)
-			}
-			t.Skipf("%s is missing", tool)
-		}
-	}
+	testenv.Require(t, tools...)
 }
 
 // ctrlCluster is a controller running in the test process, served over a

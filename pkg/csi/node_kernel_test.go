@@ -1,6 +1,8 @@
 package csi
 
 import (
+	"github.com/trireme-csi/trireme/internal/testenv"
+
 	"bytes"
 	"context"
 	"errors"
@@ -30,27 +32,7 @@ import (
 // tools, and fails it under CI, which has them all.
 func requireKernel(t *testing.T, tools ...string) {
 	t.Helper()
-	var missing []string
-	if os.Geteuid() != 0 {
-		missing = append(missing, "root")
-	}
-	for _, dev := range []string{"/dev/fuse", "/dev/loop-control"} {
-		if _, err := os.Stat(dev); err != nil {
-			missing = append(missing, dev)
-		}
-	}
-	for _, tool := range append([]string{"mount", "umount", "blkid"}, tools...) {
-		if _, err := exec.LookPath(tool); err != nil {
-			missing = append(missing, tool)
-		}
-	}
-	if len(missing) == 0 {
-		return
-	}
-	if os.Getenv("CI") != "" {
-		t.Fatalf("CI must provide %s", strings.Join(missing, ", "))
-	}
-	t.Skipf("needs %s", strings.Join(missing, ", "))
+	testenv.Require(t, append(testenv.Kernel, tools...)...)
 }
 
 // servedVolume is a one-replica volume exported over NBD on 127.0.0.1;

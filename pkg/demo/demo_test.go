@@ -1,6 +1,8 @@
 package demo
 
 import (
+	"github.com/trireme-csi/trireme/internal/testenv"
+
 	"bufio"
 	"bytes"
 	"fmt"
@@ -23,27 +25,7 @@ import (
 // tools, and fails it under CI, which must have them all.
 func requireMachine(t *testing.T) {
 	t.Helper()
-	var missing []string
-	if os.Geteuid() != 0 {
-		missing = append(missing, "root")
-	}
-	for _, dev := range []string{"/dev/fuse", "/dev/loop-control"} {
-		if _, err := os.Stat(dev); err != nil {
-			missing = append(missing, dev)
-		}
-	}
-	for _, tool := range []string{"go", "tar", "mount", "umount", "blkid", "mkfs.ext4", "losetup"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			missing = append(missing, tool)
-		}
-	}
-	if len(missing) == 0 {
-		return
-	}
-	if os.Getenv("CI") != "" {
-		t.Fatalf("CI must provide %s", strings.Join(missing, ", "))
-	}
-	t.Skipf("needs %s", strings.Join(missing, ", "))
+	testenv.Require(t, append(testenv.Kernel, "go", "tar", "mkfs.ext4", "losetup")...)
 }
 
 func buildTrireme(t *testing.T) string {

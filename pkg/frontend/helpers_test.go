@@ -1,6 +1,8 @@
 package frontend
 
 import (
+	"github.com/trireme-csi/trireme/internal/testenv"
+
 	"bytes"
 	"context"
 	"net"
@@ -22,27 +24,7 @@ import (
 // and fails it instead when CI is set: CI has them all.
 func requireKernel(t *testing.T, tools ...string) {
 	t.Helper()
-	var missing []string
-	if os.Geteuid() != 0 {
-		missing = append(missing, "root")
-	}
-	for _, dev := range []string{"/dev/fuse", loopControl} {
-		if _, err := os.Stat(dev); err != nil {
-			missing = append(missing, dev)
-		}
-	}
-	for _, tool := range tools {
-		if _, err := exec.LookPath(tool); err != nil {
-			missing = append(missing, tool)
-		}
-	}
-	if len(missing) == 0 {
-		return
-	}
-	if os.Getenv("CI") != "" {
-		t.Fatalf("CI must provide %s", strings.Join(missing, ", "))
-	}
-	t.Skipf("needs %s", strings.Join(missing, ", "))
+	testenv.Require(t, append([]string{"root", "/dev/fuse", loopControl}, tools...)...)
 }
 
 // gatedExport passes calls to an Export and counts flushes; while

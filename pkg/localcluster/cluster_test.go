@@ -1,6 +1,8 @@
 package localcluster
 
 import (
+	"github.com/trireme-csi/trireme/internal/testenv"
+
 	"bytes"
 	"context"
 	"fmt"
@@ -37,14 +39,7 @@ func TestMain(m *testing.M) {
 
 func requireTools(t *testing.T, tools ...string) {
 	t.Helper()
-	for _, tool := range tools {
-		if _, err := exec.LookPath(tool); err != nil {
-			if os.Getenv("CI") != "" {
-				t.Fatalf("%s is missing; CI must install it", tool)
-			}
-			t.Skipf("%s is missing", tool)
-		}
-	}
+	testenv.Require(t, tools...)
 }
 
 func startThreeZones(t *testing.T) *Cluster {

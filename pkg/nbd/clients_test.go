@@ -7,6 +7,8 @@ package nbd
 // is set and skips it otherwise.
 
 import (
+	"github.com/trireme-csi/trireme/internal/testenv"
+
 	"bytes"
 	"context"
 	"encoding/json"
@@ -29,15 +31,9 @@ const clientTimeout = 30 * time.Second
 // CI and skipping it elsewhere when the binary is missing.
 func requireTool(t *testing.T, name string) string {
 	t.Helper()
-	path, err := exec.LookPath(name)
-	if err == nil {
-		return path
-	}
-	if os.Getenv("CI") != "" {
-		t.Fatalf("%s is required under CI (Debian packages qemu-utils, libnbd-bin, fio): %v", name, err)
-	}
-	t.Skipf("%s not installed: %v", name, err)
-	return ""
+	testenv.Require(t, name)
+	path, _ := exec.LookPath(name)
+	return path
 }
 
 // runTool runs a client to completion, in a scratch directory, and

@@ -7,6 +7,8 @@
 package csisanity
 
 import (
+	"github.com/trireme-csi/trireme/internal/testenv"
+
 	"context"
 	"fmt"
 	"net"
@@ -57,27 +59,7 @@ type cluster struct {
 // filesystem tools, and fails it under CI, which must have them all.
 func requireKernel(t *testing.T) {
 	t.Helper()
-	var missing []string
-	if os.Geteuid() != 0 {
-		missing = append(missing, "root")
-	}
-	for _, dev := range []string{"/dev/fuse", "/dev/loop-control"} {
-		if _, err := os.Stat(dev); err != nil {
-			missing = append(missing, dev)
-		}
-	}
-	for _, tool := range []string{"mount", "umount", "blkid", "mkfs.ext4", "mkfs.xfs"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			missing = append(missing, tool)
-		}
-	}
-	if len(missing) == 0 {
-		return
-	}
-	if os.Getenv("CI") != "" {
-		t.Fatalf("CI must provide %s", strings.Join(missing, ", "))
-	}
-	t.Skipf("needs %s", strings.Join(missing, ", "))
+	testenv.Require(t, append(testenv.Kernel, "mkfs.ext4", "mkfs.xfs")...)
 }
 
 // startCluster starts the controller and the agents, and stops them,
