@@ -1,6 +1,10 @@
 package nbd
 
-import "encoding/binary"
+import (
+	"encoding/binary"
+
+	"github.com/trireme-csi/trireme/internal/nbdwire"
+)
 
 // The decoders in this file are pure functions over bytes a client sent,
 // kept apart from the connection code so that they can be fuzzed.
@@ -17,7 +21,7 @@ func decodeOptionHeader(b []byte) (optionHeader, error) {
 	if len(b) < optionHeaderSize {
 		return optionHeader{}, errShortFrame
 	}
-	if binary.BigEndian.Uint64(b) != magicOption {
+	if binary.BigEndian.Uint64(b) != nbdwire.MagicOption {
 		return optionHeader{}, errBadOptionMagic
 	}
 	return optionHeader{
@@ -95,7 +99,7 @@ func decodeRequest(b []byte) (request, error) {
 	if len(b) < requestSize {
 		return request{}, errShortFrame
 	}
-	if binary.BigEndian.Uint32(b) != magicRequest {
+	if binary.BigEndian.Uint32(b) != nbdwire.MagicRequest {
 		return request{}, errBadRequestMagic
 	}
 	return request{
@@ -115,12 +119,12 @@ func checkRequest(req request, size uint64) uint32 {
 		return errnoInval
 	}
 	switch req.typ {
-	case cmdFlush:
+	case nbdwire.CmdFlush:
 		if req.offset != 0 || req.length != 0 {
 			return errnoInval
 		}
 		return 0
-	case cmdRead, cmdWrite, cmdTrim, cmdWriteZeroes:
+	case nbdwire.CmdRead, nbdwire.CmdWrite, nbdwire.CmdTrim, nbdwire.CmdWriteZeroes:
 		return checkRange(req, size)
 	default:
 		return errnoInval
@@ -133,10 +137,10 @@ func checkRequest(req request, size uint64) uint32 {
 // WRITE_ZEROES as the specification requires; whether zeroed blocks stay
 // allocated is the Export's choice, which the interface cannot express.
 func allowedFlags(typ uint16) uint16 {
-	if typ == cmdWriteZeroes {
-		return cmdFlagFUA | cmdFlagNoHole
+	if typ == nbdwire.CmdWriteZeroes {
+		return nbdwire.CmdFlagFUA | cmdFlagNoHole
 	}
-	return cmdFlagFUA
+	return nbdwire.CmdFlagFUA
 }
 
 // checkRange checks the offset and length of a command that addresses
@@ -146,13 +150,13 @@ func checkRange(req request, size uint64) uint32 {
 	if req.length == 0 {
 		return errnoInval
 	}
-	if req.typ != cmdTrim && req.length > MaxBlockSize {
+	if req.typ != nbdwire.CmdTrim && req.length > MaxBlockSize {
 		return errnoInval
 	}
 	if req.offset <= size && uint64(req.length) <= size-req.offset {
 		return 0
 	}
-	if req.typ == cmdWrite || req.typ == cmdWriteZeroes {
+	if req.typ == nbdwire.CmdWrite || req.typ == nbdwire.CmdWriteZeroes {
 		return errnoNoSpace
 	}
 	return errnoInval

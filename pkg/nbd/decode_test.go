@@ -9,18 +9,20 @@ import (
 	"reflect"
 	"syscall"
 	"testing"
+
+	"github.com/trireme-csi/trireme/internal/nbdwire"
 )
 
 func TestDecodeOptionHeader(t *testing.T) {
-	valid := appendUint32s(binary.BigEndian.AppendUint64(nil, magicOption), optGo, 42)
+	valid := appendUint32s(binary.BigEndian.AppendUint64(nil, nbdwire.MagicOption), nbdwire.OptGo, 42)
 	tests := []struct {
 		name string
 		in   []byte
 		want optionHeader
 		err  error
 	}{
-		{"valid", valid, optionHeader{option: optGo, length: 42}, nil},
-		{"trailing bytes ignored", append(bytes.Clone(valid), 1, 2), optionHeader{option: optGo, length: 42}, nil},
+		{"valid", valid, optionHeader{option: nbdwire.OptGo, length: 42}, nil},
+		{"trailing bytes ignored", append(bytes.Clone(valid), 1, 2), optionHeader{option: nbdwire.OptGo, length: 42}, nil},
 		{"short", valid[:15], optionHeader{}, errShortFrame},
 		{"empty", nil, optionHeader{}, errShortFrame},
 		{"bad magic", append([]byte{0}, valid[1:]...), optionHeader{}, errBadOptionMagic},
@@ -65,8 +67,8 @@ func TestDecodeInfoRequest(t *testing.T) {
 		want infoRequest
 		err  error
 	}{
-		{"name and two infos", infoPayload("vol", infoBlockSize, infoName),
-			infoRequest{name: "vol", infos: []uint16{infoBlockSize, infoName}}, nil},
+		{"name and two infos", infoPayload("vol", nbdwire.InfoBlockSize, infoName),
+			infoRequest{name: "vol", infos: []uint16{nbdwire.InfoBlockSize, infoName}}, nil},
 		{"default export, no infos", infoPayload(""), infoRequest{}, nil},
 		{"empty", nil, infoRequest{}, errShortOption},
 		{"five bytes", []byte{0, 0, 0, 0, 0}, infoRequest{}, errShortOption},
@@ -99,18 +101,18 @@ func countMismatch() []byte {
 }
 
 func TestDecodeRequest(t *testing.T) {
-	valid := requestBytes(cmdWrite, cmdFlagFUA, 0x0102030405060708, 1<<40, 4096)
+	valid := requestBytes(nbdwire.CmdWrite, nbdwire.CmdFlagFUA, 0x0102030405060708, 1<<40, 4096)
 	tests := []struct {
 		name string
 		in   []byte
 		want request
 		err  error
 	}{
-		{"valid", valid, request{flags: cmdFlagFUA, typ: cmdWrite,
+		{"valid", valid, request{flags: nbdwire.CmdFlagFUA, typ: nbdwire.CmdWrite,
 			handle: 0x0102030405060708, offset: 1 << 40, length: 4096}, nil},
 		{"short", valid[:27], request{}, errShortFrame},
 		{"bad magic", append([]byte{0x25, 0x60, 0x95, 0x14}, valid[4:]...), request{}, errBadRequestMagic},
-		{"reply magic", append(binary.BigEndian.AppendUint32(nil, magicSimpleReply), valid[4:]...), request{}, errBadRequestMagic},
+		{"reply magic", append(binary.BigEndian.AppendUint32(nil, nbdwire.MagicSimpleReply), valid[4:]...), request{}, errBadRequestMagic},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -129,33 +131,33 @@ func TestCheckRequest(t *testing.T) {
 		req  request
 		want uint32
 	}{
-		{"read whole export", request{typ: cmdRead, length: size}, 0},
-		{"read last byte", request{typ: cmdRead, offset: size - 1, length: 1}, 0},
-		{"read with FUA", request{typ: cmdRead, flags: cmdFlagFUA, length: 1}, 0},
-		{"write with FUA", request{typ: cmdWrite, flags: cmdFlagFUA, length: 512}, 0},
-		{"write zeroes FUA and NO_HOLE", request{typ: cmdWriteZeroes, flags: cmdFlagFUA | cmdFlagNoHole, length: 512}, 0},
-		{"trim with FUA", request{typ: cmdTrim, flags: cmdFlagFUA, length: 512}, 0},
-		{"flush", request{typ: cmdFlush}, 0},
-		{"flush with FUA", request{typ: cmdFlush, flags: cmdFlagFUA}, 0},
-		{"read past end", request{typ: cmdRead, offset: size - 1, length: 2}, errnoInval},
-		{"read at end", request{typ: cmdRead, offset: size, length: 1}, errnoInval},
-		{"read offset overflows", request{typ: cmdRead, offset: 1<<64 - 1, length: 2}, errnoInval},
-		{"trim past end", request{typ: cmdTrim, offset: size - 1, length: 2}, errnoInval},
-		{"write past end", request{typ: cmdWrite, offset: size - 1, length: 2}, errnoNoSpace},
-		{"write offset overflows", request{typ: cmdWrite, offset: 1<<64 - 512, length: 1024}, errnoNoSpace},
-		{"write zeroes past end", request{typ: cmdWriteZeroes, offset: size, length: 1}, errnoNoSpace},
-		{"zero length read", request{typ: cmdRead}, errnoInval},
-		{"zero length write", request{typ: cmdWrite, offset: 4}, errnoInval},
-		{"zero length trim", request{typ: cmdTrim}, errnoInval},
-		{"zero length write zeroes", request{typ: cmdWriteZeroes}, errnoInval},
-		{"read over max block size", request{typ: cmdRead, length: MaxBlockSize + 1}, errnoInval},
-		{"write zeroes over max block size", request{typ: cmdWriteZeroes, length: MaxBlockSize + 1}, errnoInval},
-		{"flush with offset", request{typ: cmdFlush, offset: 1}, errnoInval},
-		{"flush with length", request{typ: cmdFlush, length: 1}, errnoInval},
-		{"NO_HOLE on write", request{typ: cmdWrite, flags: cmdFlagNoHole, length: 1}, errnoInval},
-		{"DF on read", request{typ: cmdRead, flags: cmdFlagDF, length: 1}, errnoInval},
-		{"FAST_ZERO not advertised", request{typ: cmdWriteZeroes, flags: cmdFlagFastZero, length: 1}, errnoInval},
-		{"unknown flag", request{typ: cmdRead, flags: 1 << 15, length: 1}, errnoInval},
+		{"read whole export", request{typ: nbdwire.CmdRead, length: size}, 0},
+		{"read last byte", request{typ: nbdwire.CmdRead, offset: size - 1, length: 1}, 0},
+		{"read with FUA", request{typ: nbdwire.CmdRead, flags: nbdwire.CmdFlagFUA, length: 1}, 0},
+		{"write with FUA", request{typ: nbdwire.CmdWrite, flags: nbdwire.CmdFlagFUA, length: 512}, 0},
+		{"write zeroes FUA and NO_HOLE", request{typ: nbdwire.CmdWriteZeroes, flags: nbdwire.CmdFlagFUA | cmdFlagNoHole, length: 512}, 0},
+		{"trim with FUA", request{typ: nbdwire.CmdTrim, flags: nbdwire.CmdFlagFUA, length: 512}, 0},
+		{"flush", request{typ: nbdwire.CmdFlush}, 0},
+		{"flush with FUA", request{typ: nbdwire.CmdFlush, flags: nbdwire.CmdFlagFUA}, 0},
+		{"read past end", request{typ: nbdwire.CmdRead, offset: size - 1, length: 2}, errnoInval},
+		{"read at end", request{typ: nbdwire.CmdRead, offset: size, length: 1}, errnoInval},
+		{"read offset overflows", request{typ: nbdwire.CmdRead, offset: 1<<64 - 1, length: 2}, errnoInval},
+		{"trim past end", request{typ: nbdwire.CmdTrim, offset: size - 1, length: 2}, errnoInval},
+		{"write past end", request{typ: nbdwire.CmdWrite, offset: size - 1, length: 2}, errnoNoSpace},
+		{"write offset overflows", request{typ: nbdwire.CmdWrite, offset: 1<<64 - 512, length: 1024}, errnoNoSpace},
+		{"write zeroes past end", request{typ: nbdwire.CmdWriteZeroes, offset: size, length: 1}, errnoNoSpace},
+		{"zero length read", request{typ: nbdwire.CmdRead}, errnoInval},
+		{"zero length write", request{typ: nbdwire.CmdWrite, offset: 4}, errnoInval},
+		{"zero length trim", request{typ: nbdwire.CmdTrim}, errnoInval},
+		{"zero length write zeroes", request{typ: nbdwire.CmdWriteZeroes}, errnoInval},
+		{"read over max block size", request{typ: nbdwire.CmdRead, length: MaxBlockSize + 1}, errnoInval},
+		{"write zeroes over max block size", request{typ: nbdwire.CmdWriteZeroes, length: MaxBlockSize + 1}, errnoInval},
+		{"flush with offset", request{typ: nbdwire.CmdFlush, offset: 1}, errnoInval},
+		{"flush with length", request{typ: nbdwire.CmdFlush, length: 1}, errnoInval},
+		{"NO_HOLE on write", request{typ: nbdwire.CmdWrite, flags: cmdFlagNoHole, length: 1}, errnoInval},
+		{"DF on read", request{typ: nbdwire.CmdRead, flags: cmdFlagDF, length: 1}, errnoInval},
+		{"FAST_ZERO not advertised", request{typ: nbdwire.CmdWriteZeroes, flags: cmdFlagFastZero, length: 1}, errnoInval},
+		{"unknown flag", request{typ: nbdwire.CmdRead, flags: 1 << 15, length: 1}, errnoInval},
 		{"cache", request{typ: cmdCache, length: 1}, errnoInval},
 		{"block status", request{typ: 7, length: 1}, errnoInval},
 		{"unknown command", request{typ: 0xffff, length: 1}, errnoInval},
@@ -170,7 +172,7 @@ func TestCheckRequest(t *testing.T) {
 }
 
 func TestCheckRequestTrimHasNoMaximum(t *testing.T) {
-	req := request{typ: cmdTrim, length: 1<<32 - 1}
+	req := request{typ: nbdwire.CmdTrim, length: 1<<32 - 1}
 	if got := checkRequest(req, 1<<33); got != 0 {
 		t.Errorf("checkRequest = %d, want 0", got)
 	}
@@ -240,7 +242,7 @@ func appendUint32s(b []byte, vs ...uint32) []byte {
 
 // requestBytes encodes a request header.
 func requestBytes(typ, flags uint16, handle, off uint64, length uint32) []byte {
-	b := binary.BigEndian.AppendUint32(nil, magicRequest)
+	b := binary.BigEndian.AppendUint32(nil, nbdwire.MagicRequest)
 	b = binary.BigEndian.AppendUint16(b, flags)
 	b = binary.BigEndian.AppendUint16(b, typ)
 	b = binary.BigEndian.AppendUint64(b, handle)

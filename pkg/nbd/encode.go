@@ -1,19 +1,23 @@
 package nbd
 
-import "encoding/binary"
+import (
+	"encoding/binary"
+
+	"github.com/trireme-csi/trireme/internal/nbdwire"
+)
 
 // greeting returns the first bytes the server sends: the magic numbers of
 // newstyle negotiation and the handshake flags.
 func greeting() []byte {
 	b := make([]byte, 0, greetingSize)
-	b = binary.BigEndian.AppendUint64(b, magicInit)
-	b = binary.BigEndian.AppendUint64(b, magicOption)
-	return binary.BigEndian.AppendUint16(b, flagFixedNewstyle|flagNoZeroes)
+	b = binary.BigEndian.AppendUint64(b, nbdwire.MagicInit)
+	b = binary.BigEndian.AppendUint64(b, nbdwire.MagicOption)
+	return binary.BigEndian.AppendUint16(b, nbdwire.FlagFixedNewstyle|nbdwire.FlagNoZeroes)
 }
 
 // appendOptionReply appends one fixed newstyle option reply.
 func appendOptionReply(b []byte, option, typ uint32, data []byte) []byte {
-	b = binary.BigEndian.AppendUint64(b, magicOptionReply)
+	b = binary.BigEndian.AppendUint64(b, nbdwire.MagicOptionReply)
 	b = binary.BigEndian.AppendUint32(b, option)
 	b = binary.BigEndian.AppendUint32(b, typ)
 	b = binary.BigEndian.AppendUint32(b, uint32(len(data)))
@@ -29,14 +33,14 @@ func serverEntry(name string) []byte {
 
 // exportInfo is the payload of NBD_INFO_EXPORT.
 func exportInfo(size uint64, flags uint16) []byte {
-	b := binary.BigEndian.AppendUint16(nil, infoExport)
+	b := binary.BigEndian.AppendUint16(nil, nbdwire.InfoExport)
 	b = binary.BigEndian.AppendUint64(b, size)
 	return binary.BigEndian.AppendUint16(b, flags)
 }
 
 // blockSizeInfo is the payload of NBD_INFO_BLOCK_SIZE.
 func blockSizeInfo() []byte {
-	b := binary.BigEndian.AppendUint16(nil, infoBlockSize)
+	b := binary.BigEndian.AppendUint16(nil, nbdwire.InfoBlockSize)
 	b = binary.BigEndian.AppendUint32(b, MinBlockSize)
 	b = binary.BigEndian.AppendUint32(b, PreferredBlockSize)
 	return binary.BigEndian.AppendUint32(b, MaxBlockSize)
@@ -62,7 +66,7 @@ func exportNameReply(size uint64, flags uint16, noZeroes bool) []byte {
 // simpleReply returns the header of a simple reply.
 func simpleReply(errno uint32, handle uint64) []byte {
 	b := make([]byte, 0, replyHeaderSize)
-	b = binary.BigEndian.AppendUint32(b, magicSimpleReply)
+	b = binary.BigEndian.AppendUint32(b, nbdwire.MagicSimpleReply)
 	b = binary.BigEndian.AppendUint32(b, errno)
 	return binary.BigEndian.AppendUint64(b, handle)
 }

@@ -7,10 +7,12 @@ import (
 	"net"
 	"testing"
 	"time"
+
+	"github.com/trireme-csi/trireme/internal/nbdwire"
 )
 
 func FuzzDecodeOptionHeader(f *testing.F) {
-	f.Add(optionBytes(optGo, infoPayload("vol")))
+	f.Add(optionBytes(nbdwire.OptGo, infoPayload("vol")))
 	f.Add(optionBytes(optExportName, nil))
 	f.Add([]byte("IHAVEOPT"))
 	f.Add([]byte{})
@@ -22,7 +24,7 @@ func FuzzDecodeOptionHeader(f *testing.F) {
 			}
 			return
 		}
-		re := appendUint32s(binary.BigEndian.AppendUint64(nil, magicOption), hdr.option, hdr.length)
+		re := appendUint32s(binary.BigEndian.AppendUint64(nil, nbdwire.MagicOption), hdr.option, hdr.length)
 		if !bytes.Equal(re, b[:optionHeaderSize]) {
 			t.Fatalf("header %+v re-encodes to %x, input %x", hdr, re, b[:optionHeaderSize])
 		}
@@ -46,7 +48,7 @@ func FuzzCheckClientFlags(f *testing.F) {
 }
 
 func FuzzDecodeInfoRequest(f *testing.F) {
-	f.Add(infoPayload("vol", infoBlockSize, infoName))
+	f.Add(infoPayload("vol", nbdwire.InfoBlockSize, infoName))
 	f.Add(infoPayload(""))
 	f.Add(countMismatch())
 	f.Add(append(appendUint32s(nil, 0xffffffff), 0, 0))
@@ -65,9 +67,9 @@ func FuzzDecodeInfoRequest(f *testing.F) {
 }
 
 func FuzzDecodeRequest(f *testing.F) {
-	f.Add(requestBytes(cmdRead, 0, 1, 0, 512))
-	f.Add(requestBytes(cmdWrite, cmdFlagFUA, 2, 4096, 4096))
-	f.Add(requestBytes(cmdDisc, 0, 3, 0, 0))
+	f.Add(requestBytes(nbdwire.CmdRead, 0, 1, 0, 512))
+	f.Add(requestBytes(nbdwire.CmdWrite, nbdwire.CmdFlagFUA, 2, 4096, 4096))
+	f.Add(requestBytes(nbdwire.CmdDisc, 0, 3, 0, 0))
 	f.Add(bytes.Repeat([]byte{0xff}, requestSize))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		req, err := decodeRequest(b)
@@ -85,11 +87,11 @@ func FuzzDecodeRequest(f *testing.F) {
 }
 
 func FuzzCheckRequest(f *testing.F) {
-	f.Add(cmdRead, uint16(0), uint64(0), uint32(512), uint64(testSize))
-	f.Add(cmdWrite, cmdFlagFUA, uint64(testSize-1), uint32(2), uint64(testSize))
-	f.Add(cmdTrim, uint16(0), uint64(1<<63), uint32(1<<31), uint64(1<<63))
-	f.Add(cmdWriteZeroes, cmdFlagNoHole, uint64(1<<64-1), uint32(1), uint64(0))
-	f.Add(cmdFlush, uint16(0), uint64(0), uint32(0), uint64(0))
+	f.Add(nbdwire.CmdRead, uint16(0), uint64(0), uint32(512), uint64(testSize))
+	f.Add(nbdwire.CmdWrite, nbdwire.CmdFlagFUA, uint64(testSize-1), uint32(2), uint64(testSize))
+	f.Add(nbdwire.CmdTrim, uint16(0), uint64(1<<63), uint32(1<<31), uint64(1<<63))
+	f.Add(nbdwire.CmdWriteZeroes, cmdFlagNoHole, uint64(1<<64-1), uint32(1), uint64(0))
+	f.Add(nbdwire.CmdFlush, uint16(0), uint64(0), uint32(0), uint64(0))
 	f.Fuzz(func(t *testing.T, typ, flags uint16, off uint64, length uint32, size uint64) {
 		req := request{typ: typ, flags: flags, offset: off, length: length}
 		if checkRequest(req, size) != 0 {
@@ -99,16 +101,16 @@ func FuzzCheckRequest(f *testing.F) {
 			t.Fatalf("accepted flags %#x for command %d", flags, typ)
 		}
 		switch typ {
-		case cmdFlush:
+		case nbdwire.CmdFlush:
 			if off != 0 || length != 0 {
 				t.Fatalf("accepted flush %d+%d", off, length)
 			}
-		case cmdRead, cmdWrite, cmdWriteZeroes, cmdTrim:
+		case nbdwire.CmdRead, nbdwire.CmdWrite, nbdwire.CmdWriteZeroes, nbdwire.CmdTrim:
 			end := off + uint64(length)
 			if length == 0 || end < off || end > size {
 				t.Fatalf("accepted %s %d+%d on export of %d", commandName(typ), off, length, size)
 			}
-			if typ != cmdTrim && length > MaxBlockSize {
+			if typ != nbdwire.CmdTrim && length > MaxBlockSize {
 				t.Fatalf("accepted %s of %d bytes", commandName(typ), length)
 			}
 		default:
@@ -160,35 +162,35 @@ type serveConnSeed struct {
 // serveConnSeeds covers every option and command, valid and not.
 func serveConnSeeds() []serveConnSeed {
 	session := bytes.Join([][]byte{
-		requestBytes(cmdWrite, cmdFlagFUA, 1, 512, 4), []byte("data"),
-		requestBytes(cmdRead, 0, 2, 0, 1024),
-		requestBytes(cmdFlush, 0, 3, 0, 0),
-		requestBytes(cmdTrim, cmdFlagFUA, 4, 0, 4096),
-		requestBytes(cmdWriteZeroes, cmdFlagNoHole, 5, 8192, 4096),
-		requestBytes(cmdDisc, 0, 6, 0, 0),
+		requestBytes(nbdwire.CmdWrite, nbdwire.CmdFlagFUA, 1, 512, 4), []byte("data"),
+		requestBytes(nbdwire.CmdRead, 0, 2, 0, 1024),
+		requestBytes(nbdwire.CmdFlush, 0, 3, 0, 0),
+		requestBytes(nbdwire.CmdTrim, nbdwire.CmdFlagFUA, 4, 0, 4096),
+		requestBytes(nbdwire.CmdWriteZeroes, cmdFlagNoHole, 5, 8192, 4096),
+		requestBytes(nbdwire.CmdDisc, 0, 6, 0, 0),
 	}, nil)
 	bad := bytes.Join([][]byte{
-		requestBytes(cmdRead, 0, 1, 64<<10, 1),
-		requestBytes(cmdWrite, 0, 2, 64<<10-1, 2), []byte("xy"),
-		requestBytes(cmdWrite, cmdFlagNoHole, 3, 0, 1), []byte("z"),
-		requestBytes(cmdRead, 0, 4, 0, 0),
+		requestBytes(nbdwire.CmdRead, 0, 1, 64<<10, 1),
+		requestBytes(nbdwire.CmdWrite, 0, 2, 64<<10-1, 2), []byte("xy"),
+		requestBytes(nbdwire.CmdWrite, cmdFlagNoHole, 3, 0, 1), []byte("z"),
+		requestBytes(nbdwire.CmdRead, 0, 4, 0, 0),
 		requestBytes(cmdCache, 0, 5, 0, 1),
-		requestBytes(cmdRead, 0, 6, 1<<64-1, 2),
-		requestBytes(cmdWrite, 0, 7, 0, MaxBlockSize+1),
+		requestBytes(nbdwire.CmdRead, 0, 6, 1<<64-1, 2),
+		requestBytes(nbdwire.CmdWrite, 0, 7, 0, MaxBlockSize+1),
 	}, nil)
 	flags := binary.BigEndian.AppendUint32(nil, clientFixedNewstyle|clientNoZeroes)
 	options := bytes.Join([][]byte{
 		flags,
 		optionBytes(optList, nil),
-		optionBytes(optInfo, infoPayload("vol", infoName, infoBlockSize, infoDescription)),
-		optionBytes(optGo, infoPayload("nope")),
+		optionBytes(optInfo, infoPayload("vol", infoName, nbdwire.InfoBlockSize, infoDescription)),
+		optionBytes(nbdwire.OptGo, infoPayload("nope")),
 		optionBytes(optStructuredReply, nil),
 		optionBytes(optAbort, nil),
 	}, nil)
 	exportName := bytes.Join([][]byte{
 		binary.BigEndian.AppendUint32(nil, clientFixedNewstyle),
 		optionBytes(optExportName, nil),
-		requestBytes(cmdRead, 0, 1, 0, 512),
+		requestBytes(nbdwire.CmdRead, 0, 1, 0, 512),
 	}, nil)
 	return []serveConnSeed{
 		{true, session},
@@ -196,7 +198,7 @@ func serveConnSeeds() []serveConnSeed {
 		{true, session[:40]},
 		{false, options},
 		{false, exportName},
-		{false, append(bytes.Clone(flags), optionBytes(optGo, infoPayload("vol"))[:20]...)},
+		{false, append(bytes.Clone(flags), optionBytes(nbdwire.OptGo, infoPayload("vol"))[:20]...)},
 		{false, []byte("GET / HTTP/1.1\r\n\r\n")},
 		{false, nil},
 	}
@@ -205,12 +207,12 @@ func serveConnSeeds() []serveConnSeed {
 // goPrefix is a client's handshake and NBD_OPT_GO for "vol".
 func goPrefix() []byte {
 	b := binary.BigEndian.AppendUint32(nil, clientFixedNewstyle|clientNoZeroes)
-	return append(b, optionBytes(optGo, infoPayload("vol", infoBlockSize))...)
+	return append(b, optionBytes(nbdwire.OptGo, infoPayload("vol", nbdwire.InfoBlockSize))...)
 }
 
 // optionBytes encodes one option as a client sends it.
 func optionBytes(option uint32, payload []byte) []byte {
-	b := binary.BigEndian.AppendUint64(nil, magicOption)
+	b := binary.BigEndian.AppendUint64(nil, nbdwire.MagicOption)
 	b = appendUint32s(b, option, uint32(len(payload)))
 	return append(b, payload...)
 }

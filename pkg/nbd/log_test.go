@@ -9,6 +9,8 @@ import (
 
 	"github.com/go-logr/logr/funcr"
 	"k8s.io/klog/v2"
+
+	"github.com/trireme-csi/trireme/internal/nbdwire"
 )
 
 // logLines collects what klog writes while a test runs.
@@ -60,7 +62,7 @@ func TestEachBadEventLogsOneLineNamingThePeer(t *testing.T) {
 		}, "unknown export"},
 		{"option too long", func(c *testClient) {
 			c.handshake(clientFixedNewstyle)
-			c.write(appendUint32s(optionBytes(optGo, nil)[:8], optGo, 1<<20))
+			c.write(appendUint32s(optionBytes(nbdwire.OptGo, nil)[:8], nbdwire.OptGo, 1<<20))
 			c.readOptionReply()
 			c.expectClosed()
 		}, "option payload exceeds 64 KiB"},
@@ -74,22 +76,22 @@ func TestEachBadEventLogsOneLineNamingThePeer(t *testing.T) {
 		}, "request does not start with request magic"},
 		{"oversized write", func(c *testClient) {
 			c.connect("vol")
-			c.send(cmdWrite, 0, 1, 0, MaxBlockSize+1, nil)
+			c.send(nbdwire.CmdWrite, 0, 1, 0, MaxBlockSize+1, nil)
 			c.expectReply(1, errnoInval)
 			c.expectClosed()
 		}, "write payload exceeds maximum block size"},
 		{"truncated write", func(c *testClient) {
 			c.connect("vol")
-			c.send(cmdWrite, 0, 1, 0, 4096, make([]byte, 100))
+			c.send(nbdwire.CmdWrite, 0, 1, 0, 4096, make([]byte, 100))
 		}, "connection closed in the middle of a frame"},
 		{"read past end", func(c *testClient) {
 			c.connect("vol")
-			c.send(cmdRead, 0, 1, testSize, 1, nil)
+			c.send(nbdwire.CmdRead, 0, 1, testSize, 1, nil)
 			c.expectReply(1, errnoInval)
 		}, "range past end of export"},
 		{"zero length", func(c *testClient) {
 			c.connect("vol")
-			c.send(cmdTrim, 0, 1, 0, 0, nil)
+			c.send(nbdwire.CmdTrim, 0, 1, 0, 0, nil)
 			c.expectReply(1, errnoInval)
 		}, "zero length"},
 		{"unknown command", func(c *testClient) {
@@ -99,7 +101,7 @@ func TestEachBadEventLogsOneLineNamingThePeer(t *testing.T) {
 		}, "unsupported command"},
 		{"invalid flag", func(c *testClient) {
 			c.connect("vol")
-			c.send(cmdFlush, cmdFlagNoHole, 1, 0, 0, nil)
+			c.send(nbdwire.CmdFlush, cmdFlagNoHole, 1, 0, 0, nil)
 			c.expectReply(1, errnoInval)
 		}, "flags not valid for command"},
 	}
@@ -129,10 +131,10 @@ func TestExportFailureLogsOnceAndCounts(t *testing.T) {
 	c, done := servePair(t, s)
 	c.connect("vol")
 	for h := range uint64(5) {
-		c.send(cmdRead, 0, h, 0, 512, nil)
+		c.send(nbdwire.CmdRead, 0, h, 0, 512, nil)
 		c.expectReply(h, errnoIO)
 	}
-	c.send(cmdDisc, 0, 9, 0, 0, nil)
+	c.send(nbdwire.CmdDisc, 0, 9, 0, 0, nil)
 	if err := waitServeConn(t, done); err != nil {
 		t.Fatalf("ServeConn = %v", err)
 	}

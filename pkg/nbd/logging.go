@@ -5,6 +5,8 @@ import (
 	"fmt"
 
 	"k8s.io/klog/v2"
+
+	"github.com/trireme-csi/trireme/internal/nbdwire"
 )
 
 // Logging policy: one line per connection that ends badly, one per
@@ -85,19 +87,19 @@ func (c *conn) logExportError(req request, err error) {
 // commandName names a command for logs.
 func commandName(typ uint16) string {
 	switch typ {
-	case cmdRead:
+	case nbdwire.CmdRead:
 		return "read"
-	case cmdWrite:
+	case nbdwire.CmdWrite:
 		return "write"
-	case cmdDisc:
+	case nbdwire.CmdDisc:
 		return "disc"
-	case cmdFlush:
+	case nbdwire.CmdFlush:
 		return "flush"
-	case cmdTrim:
+	case nbdwire.CmdTrim:
 		return "trim"
 	case cmdCache:
 		return "cache"
-	case cmdWriteZeroes:
+	case nbdwire.CmdWriteZeroes:
 		return "write-zeroes"
 	default:
 		return fmt.Sprintf("unknown(%d)", typ)
@@ -107,7 +109,7 @@ func commandName(typ uint16) string {
 // supportedCommand reports whether the server implements a command.
 func supportedCommand(typ uint16) bool {
 	switch typ {
-	case cmdRead, cmdWrite, cmdDisc, cmdFlush, cmdTrim, cmdWriteZeroes:
+	case nbdwire.CmdRead, nbdwire.CmdWrite, nbdwire.CmdDisc, nbdwire.CmdFlush, nbdwire.CmdTrim, nbdwire.CmdWriteZeroes:
 		return true
 	default:
 		return false
@@ -121,11 +123,11 @@ func rejectionReason(req request, size uint64, errno uint32) string {
 		return "unsupported command"
 	case req.flags&^allowedFlags(req.typ) != 0:
 		return "flags not valid for command"
-	case req.typ == cmdFlush:
+	case req.typ == nbdwire.CmdFlush:
 		return "flush with nonzero offset or length"
 	case req.length == 0:
 		return "zero length"
-	case req.typ != cmdTrim && req.length > MaxBlockSize:
+	case req.typ != nbdwire.CmdTrim && req.length > MaxBlockSize:
 		return "length exceeds maximum block size"
 	case errno != 0:
 		return fmt.Sprintf("range past end of export (size %d)", size)

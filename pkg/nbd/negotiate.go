@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"time"
+
+	"github.com/trireme-csi/trireme/internal/nbdwire"
 )
 
 // negotiate runs fixed newstyle negotiation until the client picks an
@@ -54,13 +56,13 @@ func (c *conn) nextOption() (done bool, err error) {
 	switch hdr.option {
 	case optExportName:
 		return true, c.exportName(payload)
-	case optInfo, optGo:
+	case optInfo, nbdwire.OptGo:
 		return c.infoOrGo(hdr.option, payload)
 	case optList:
 		return false, c.list(payload)
 	case optAbort:
 		// The client may already be gone; the reply is a courtesy.
-		_ = c.write(appendOptionReply(nil, optAbort, repAck, nil))
+		_ = c.write(appendOptionReply(nil, optAbort, nbdwire.RepAck, nil))
 		return false, errClientAborted
 	default:
 		return false, c.write(appendOptionReply(nil, hdr.option, repErrUnsup, nil))
@@ -130,12 +132,12 @@ func (c *conn) infoOrGo(option uint32, payload []byte) (done bool, err error) {
 // export. Block sizes are always sent; the client may ignore them. Only
 // NBD_INFO_DESCRIPTION is left unanswered: exports have none.
 func infoReplies(option uint32, req infoRequest, size uint64) []byte {
-	b := appendOptionReply(nil, option, repInfo, exportInfo(size, exportFlags))
-	b = appendOptionReply(b, option, repInfo, blockSizeInfo())
+	b := appendOptionReply(nil, option, nbdwire.RepInfo, exportInfo(size, exportFlags))
+	b = appendOptionReply(b, option, nbdwire.RepInfo, blockSizeInfo())
 	if req.wants(infoName) {
-		b = appendOptionReply(b, option, repInfo, nameInfo(req.name))
+		b = appendOptionReply(b, option, nbdwire.RepInfo, nameInfo(req.name))
 	}
-	return appendOptionReply(b, option, repAck, nil)
+	return appendOptionReply(b, option, nbdwire.RepAck, nil)
 }
 
 // list answers NBD_OPT_LIST with one NBD_REP_SERVER per export.
@@ -148,7 +150,7 @@ func (c *conn) list(payload []byte) error {
 	for _, name := range c.srv.exports.List() {
 		b = appendOptionReply(b, optList, repServer, serverEntry(name))
 	}
-	return c.write(appendOptionReply(b, optList, repAck, nil))
+	return c.write(appendOptionReply(b, optList, nbdwire.RepAck, nil))
 }
 
 // attach selects the export for transmission, with the size the client
@@ -166,7 +168,7 @@ func exportSize(exp Export) uint64 {
 // lookupReply chooses the option reply for a failed Exports.Lookup.
 func lookupReply(err error) uint32 {
 	if errors.Is(err, ErrPolicy) {
-		return repErrPolicy
+		return nbdwire.RepErrPolicy
 	}
-	return repErrUnknown
+	return nbdwire.RepErrUnknown
 }

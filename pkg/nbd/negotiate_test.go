@@ -7,6 +7,8 @@ import (
 	"reflect"
 	"testing"
 	"time"
+
+	"github.com/trireme-csi/trireme/internal/nbdwire"
 )
 
 const testSize = 1 << 20
@@ -102,7 +104,7 @@ func TestGoRepliesWithExportInformation(t *testing.T) {
 	}{
 		{"no requests", nil, [][]byte{
 			exportInfo(testSize, 0x016d), blockSizeInfo()}},
-		{"block size", []uint16{infoBlockSize}, [][]byte{
+		{"block size", []uint16{nbdwire.InfoBlockSize}, [][]byte{
 			exportInfo(testSize, 0x016d), blockSizeInfo()}},
 		{"name, description and an unknown type", []uint16{infoName, infoDescription, 99}, [][]byte{
 			exportInfo(testSize, 0x016d), blockSizeInfo(), {0, 1, 'v', 'o', 'l'}}},
@@ -113,11 +115,11 @@ func TestGoRepliesWithExportInformation(t *testing.T) {
 			addr, _ := startServer(t, exports, Options{})
 			c := dial(t, addr)
 			c.handshake(clientFixedNewstyle | clientNoZeroes)
-			c.sendOption(optGo, infoPayload("vol", tt.infos...))
+			c.sendOption(nbdwire.OptGo, infoPayload("vol", tt.infos...))
 			rs := c.readOptionReplies()
 			var infos [][]byte
 			for _, r := range rs[:len(rs)-1] {
-				if r.option != optGo || r.typ != repInfo {
+				if r.option != nbdwire.OptGo || r.typ != nbdwire.RepInfo {
 					t.Fatalf("reply %+v, want NBD_REP_INFO to NBD_OPT_GO", r)
 				}
 				infos = append(infos, r.data)
@@ -125,7 +127,7 @@ func TestGoRepliesWithExportInformation(t *testing.T) {
 			if !reflect.DeepEqual(infos, tt.want) {
 				t.Errorf("infos %x, want %x", infos, tt.want)
 			}
-			if last := rs[len(rs)-1]; last.typ != repAck || len(last.data) != 0 {
+			if last := rs[len(rs)-1]; last.typ != nbdwire.RepAck || len(last.data) != 0 {
 				t.Errorf("final reply %+v, want empty ACK", last)
 			}
 			c.readAt(1, 0, 512)
@@ -148,11 +150,11 @@ func TestInfoKeepsNegotiating(t *testing.T) {
 	c.handshake(clientFixedNewstyle | clientNoZeroes)
 	c.sendOption(optInfo, infoPayload("vol"))
 	rs := c.readOptionReplies()
-	if len(rs) != 3 || rs[2].typ != repAck || rs[0].option != optInfo {
+	if len(rs) != 3 || rs[2].typ != nbdwire.RepAck || rs[0].option != optInfo {
 		t.Fatalf("NBD_OPT_INFO replies %+v, want two infos and ACK", rs)
 	}
-	c.sendOption(optGo, infoPayload("vol"))
-	if rs := c.readOptionReplies(); rs[len(rs)-1].typ != repAck {
+	c.sendOption(nbdwire.OptGo, infoPayload("vol"))
+	if rs := c.readOptionReplies(); rs[len(rs)-1].typ != nbdwire.RepAck {
 		t.Fatalf("NBD_OPT_GO after INFO: %+v", rs)
 	}
 	c.readAt(1, 0, 512)
@@ -165,13 +167,13 @@ func TestOptionErrorsKeepNegotiating(t *testing.T) {
 		payload []byte
 		want    uint32
 	}{
-		{"GO unknown export", optGo, infoPayload("nope"), repErrUnknown},
-		{"INFO unknown export", optInfo, infoPayload("nope"), repErrUnknown},
-		{"GO refused by policy", optGo, infoPayload("refused"), repErrPolicy},
-		{"INFO refused by policy", optInfo, infoPayload("refused"), repErrPolicy},
-		{"GO empty payload", optGo, nil, repErrInvalid},
-		{"GO name past payload", optGo, append(appendUint32s(nil, 100), 'v', 0, 0), repErrInvalid},
-		{"GO count mismatch", optGo, countMismatch(), repErrInvalid},
+		{"GO unknown export", nbdwire.OptGo, infoPayload("nope"), nbdwire.RepErrUnknown},
+		{"INFO unknown export", optInfo, infoPayload("nope"), nbdwire.RepErrUnknown},
+		{"GO refused by policy", nbdwire.OptGo, infoPayload("refused"), nbdwire.RepErrPolicy},
+		{"INFO refused by policy", optInfo, infoPayload("refused"), nbdwire.RepErrPolicy},
+		{"GO empty payload", nbdwire.OptGo, nil, repErrInvalid},
+		{"GO name past payload", nbdwire.OptGo, append(appendUint32s(nil, 100), 'v', 0, 0), repErrInvalid},
+		{"GO count mismatch", nbdwire.OptGo, countMismatch(), repErrInvalid},
 		{"LIST with payload", optList, []byte{1}, repErrInvalid},
 		{"STARTTLS", optStartTLS, nil, repErrUnsup},
 		{"STRUCTURED_REPLY", optStructuredReply, nil, repErrUnsup},
@@ -192,8 +194,8 @@ func TestOptionErrorsKeepNegotiating(t *testing.T) {
 			if r.option != tt.option || r.typ != tt.want {
 				t.Fatalf("reply (option %d, type %#x), want (%d, %#x)", r.option, r.typ, tt.option, tt.want)
 			}
-			c.sendOption(optGo, infoPayload("vol"))
-			if rs := c.readOptionReplies(); rs[len(rs)-1].typ != repAck {
+			c.sendOption(nbdwire.OptGo, infoPayload("vol"))
+			if rs := c.readOptionReplies(); rs[len(rs)-1].typ != nbdwire.RepAck {
 				t.Fatalf("NBD_OPT_GO afterwards: %+v", rs)
 			}
 			c.readAt(1, 0, 512)
@@ -221,7 +223,7 @@ func TestListNamesEveryExport(t *testing.T) {
 	if want := []string{"", "a", "b"}; !reflect.DeepEqual(names, want) {
 		t.Errorf("names %q, want %q", names, want)
 	}
-	if rs[len(rs)-1].typ != repAck {
+	if rs[len(rs)-1].typ != nbdwire.RepAck {
 		t.Errorf("final reply %+v, want ACK", rs[len(rs)-1])
 	}
 }
@@ -231,7 +233,7 @@ func TestAbortAcknowledgesAndCloses(t *testing.T) {
 	c, done := servePair(t, NewServer(exports, Options{}))
 	c.handshake(clientFixedNewstyle)
 	c.sendOption(optAbort, nil)
-	if r := c.readOptionReply(); r.option != optAbort || r.typ != repAck {
+	if r := c.readOptionReply(); r.option != optAbort || r.typ != nbdwire.RepAck {
 		t.Errorf("reply %+v, want ACK to NBD_OPT_ABORT", r)
 	}
 	c.expectClosed()
@@ -246,7 +248,7 @@ func TestOptionTooLongIsRefusedAndCloses(t *testing.T) {
 		option uint32
 		reply  bool
 	}{
-		{"GO", optGo, true},
+		{"GO", nbdwire.OptGo, true},
 		{"unknown option", 0x7777, true},
 		{"EXPORT_NAME cannot be answered", optExportName, false},
 	}
@@ -255,7 +257,7 @@ func TestOptionTooLongIsRefusedAndCloses(t *testing.T) {
 			_, exports := oneExport()
 			c, done := servePair(t, NewServer(exports, Options{}))
 			c.handshake(clientFixedNewstyle)
-			hdr := appendUint32s(binary.BigEndian.AppendUint64(nil, magicOption), tt.option, maxOptionLength+1)
+			hdr := appendUint32s(binary.BigEndian.AppendUint64(nil, nbdwire.MagicOption), tt.option, maxOptionLength+1)
 			c.write(hdr)
 			if tt.reply {
 				if r := c.readOptionReply(); r.option != tt.option || r.typ != repErrTooBig {
@@ -318,7 +320,7 @@ func TestHandshakeTimeoutClosesSilentClient(t *testing.T) {
 		{"silent after flags", func(c *testClient) { c.handshake(clientFixedNewstyle) }},
 		{"half an option", func(c *testClient) {
 			c.handshake(clientFixedNewstyle)
-			c.write(binary.BigEndian.AppendUint64(nil, magicOption))
+			c.write(binary.BigEndian.AppendUint64(nil, nbdwire.MagicOption))
 		}},
 	}
 	for _, tt := range tests {

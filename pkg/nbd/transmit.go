@@ -3,6 +3,8 @@ package nbd
 import (
 	"errors"
 	"fmt"
+
+	"github.com/trireme-csi/trireme/internal/nbdwire"
 )
 
 // transmit reads requests until the client disconnects or breaks the
@@ -19,7 +21,7 @@ func (c *conn) transmit() error {
 		if err != nil {
 			return err
 		}
-		if req.typ == cmdDisc {
+		if req.typ == nbdwire.CmdDisc {
 			c.limit.waitIdle()
 			c.waitReplies()
 			return nil
@@ -43,7 +45,7 @@ func (c *conn) hangUpReason(err error) error {
 // dispatch refuses an invalid request or starts a valid one.
 func (c *conn) dispatch(req request) error {
 	c.requests.Add(1)
-	if req.typ == cmdWrite && req.length > MaxBlockSize {
+	if req.typ == nbdwire.CmdWrite && req.length > MaxBlockSize {
 		// The payload is too large to skip safely: answer, then hang up.
 		c.rejected.Add(1)
 		if err := c.sendReply(req.handle, errnoInval, nil); err != nil {
@@ -60,7 +62,7 @@ func (c *conn) dispatch(req request) error {
 // refuse answers an invalid request with errno, without touching the
 // Export. A refused write's payload is read and dropped.
 func (c *conn) refuse(req request, errno uint32) error {
-	if req.typ == cmdWrite {
+	if req.typ == nbdwire.CmdWrite {
 		if err := c.discard(req.length); err != nil {
 			return err
 		}
@@ -73,13 +75,13 @@ func (c *conn) refuse(req request, errno uint32) error {
 // hands the request to its own goroutine.
 func (c *conn) start(req request) error {
 	var n int64
-	if req.typ == cmdRead || req.typ == cmdWrite {
+	if req.typ == nbdwire.CmdRead || req.typ == nbdwire.CmdWrite {
 		n = int64(req.length)
 	}
 	c.limit.acquire(n)
 	c.srv.budget.Acquire(n)
 	buf := make([]byte, n)
-	if req.typ == cmdWrite {
+	if req.typ == nbdwire.CmdWrite {
 		if err := c.readRest(buf); err != nil {
 			c.srv.budget.Release(n)
 			c.limit.release(n)
@@ -96,7 +98,7 @@ func (c *conn) handle(req request, buf []byte) {
 	defer c.srv.budget.Release(int64(len(buf)))
 	errno := c.execute(req, buf)
 	var data []byte
-	if req.typ == cmdRead && errno == 0 {
+	if req.typ == nbdwire.CmdRead && errno == 0 {
 		data = buf
 	}
 	if err := c.sendReply(req.handle, errno, data); err != nil {
@@ -119,15 +121,15 @@ func (c *conn) execute(req request, buf []byte) uint32 {
 func (c *conn) apply(req request, buf []byte) error {
 	ctx, exp := c.ctx, c.export
 	off, length := int64(req.offset), int64(req.length)
-	fua := req.flags&cmdFlagFUA != 0
+	fua := req.flags&nbdwire.CmdFlagFUA != 0
 	switch req.typ {
-	case cmdRead:
+	case nbdwire.CmdRead:
 		return exp.ReadAt(ctx, buf, off)
-	case cmdWrite:
+	case nbdwire.CmdWrite:
 		return exp.WriteAt(ctx, buf, off, fua)
-	case cmdFlush:
+	case nbdwire.CmdFlush:
 		return exp.Flush(ctx)
-	case cmdTrim:
+	case nbdwire.CmdTrim:
 		if err := exp.Trim(ctx, off, length); err != nil || !fua {
 			return err
 		}

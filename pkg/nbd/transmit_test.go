@@ -9,6 +9,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/trireme-csi/trireme/internal/nbdwire"
 )
 
 // connected starts a server for one export and returns a client in
@@ -34,7 +36,7 @@ func TestWriteThenReadBack(t *testing.T) {
 	exp := newMemExport(testSize)
 	c := connected(t, exp, Options{})
 	data := pattern(8192, 3)
-	c.send(cmdWrite, 0, 10, 4096, uint32(len(data)), data)
+	c.send(nbdwire.CmdWrite, 0, 10, 4096, uint32(len(data)), data)
 	c.expectReply(10, 0)
 	if got := c.readAt(11, 4096, 8192); !bytes.Equal(got, data) {
 		t.Errorf("read back differs from written data")
@@ -57,33 +59,33 @@ func TestCommandsReachExport(t *testing.T) {
 		payload []byte
 		check   func(t *testing.T, exp *memExport)
 	}{
-		{"write", cmdWrite, 0, 0, 4, []byte("abcd"), func(t *testing.T, exp *memExport) {
+		{"write", nbdwire.CmdWrite, 0, 0, 4, []byte("abcd"), func(t *testing.T, exp *memExport) {
 			expectCounts(t, exp, "writes", exp.writes.Load(), 1, "fua", exp.fuaWrites.Load(), 0)
 			expectPrefix(t, exp, "abcd\xAA")
 		}},
-		{"write FUA", cmdWrite, cmdFlagFUA, 1, 2, []byte("xy"), func(t *testing.T, exp *memExport) {
+		{"write FUA", nbdwire.CmdWrite, nbdwire.CmdFlagFUA, 1, 2, []byte("xy"), func(t *testing.T, exp *memExport) {
 			expectCounts(t, exp, "writes", exp.writes.Load(), 1, "fua", exp.fuaWrites.Load(), 1)
 			expectPrefix(t, exp, "\xAAxy\xAA")
 		}},
-		{"flush", cmdFlush, 0, 0, 0, nil, func(t *testing.T, exp *memExport) {
+		{"flush", nbdwire.CmdFlush, 0, 0, 0, nil, func(t *testing.T, exp *memExport) {
 			expectCounts(t, exp, "flushes", exp.flushes.Load(), 1, "calls", exp.calls(), 1)
 		}},
-		{"trim", cmdTrim, 0, 1, 2, nil, func(t *testing.T, exp *memExport) {
+		{"trim", nbdwire.CmdTrim, 0, 1, 2, nil, func(t *testing.T, exp *memExport) {
 			expectCounts(t, exp, "trims", exp.trims.Load(), 1, "flushes", exp.flushes.Load(), 0)
 			expectPrefix(t, exp, "\xAA\x00\x00\xAA")
 		}},
-		{"trim FUA flushes", cmdTrim, cmdFlagFUA, 1, 2, nil, func(t *testing.T, exp *memExport) {
+		{"trim FUA flushes", nbdwire.CmdTrim, nbdwire.CmdFlagFUA, 1, 2, nil, func(t *testing.T, exp *memExport) {
 			expectCounts(t, exp, "trims", exp.trims.Load(), 1, "flushes", exp.flushes.Load(), 1)
 		}},
-		{"write zeroes", cmdWriteZeroes, 0, 2, 3, nil, func(t *testing.T, exp *memExport) {
+		{"write zeroes", nbdwire.CmdWriteZeroes, 0, 2, 3, nil, func(t *testing.T, exp *memExport) {
 			expectCounts(t, exp, "zeroes", exp.zeroes.Load(), 1, "fua", exp.fuaZeroes.Load(), 0)
 			expectPrefix(t, exp, "\xAA\xAA\x00\x00\x00\xAA")
 		}},
-		{"write zeroes FUA NO_HOLE", cmdWriteZeroes, cmdFlagFUA | cmdFlagNoHole, 0, 1, nil, func(t *testing.T, exp *memExport) {
+		{"write zeroes FUA NO_HOLE", nbdwire.CmdWriteZeroes, nbdwire.CmdFlagFUA | cmdFlagNoHole, 0, 1, nil, func(t *testing.T, exp *memExport) {
 			expectCounts(t, exp, "zeroes", exp.zeroes.Load(), 1, "fua", exp.fuaZeroes.Load(), 1)
 			expectPrefix(t, exp, "\x00\xAA")
 		}},
-		{"read FUA is a plain read", cmdRead, cmdFlagFUA, 0, 1, nil, func(t *testing.T, exp *memExport) {
+		{"read FUA is a plain read", nbdwire.CmdRead, nbdwire.CmdFlagFUA, 0, 1, nil, func(t *testing.T, exp *memExport) {
 			expectCounts(t, exp, "reads", exp.reads.Load(), 1, "calls", exp.calls(), 1)
 		}},
 	}
@@ -94,7 +96,7 @@ func TestCommandsReachExport(t *testing.T) {
 			c := connected(t, exp, Options{})
 			c.send(tt.typ, tt.flags, 7, tt.off, tt.length, tt.payload)
 			c.expectReply(7, 0)
-			if tt.typ == cmdRead {
+			if tt.typ == nbdwire.CmdRead {
 				c.read(int(tt.length))
 			}
 			tt.check(t, exp)
@@ -131,27 +133,27 @@ func TestBadRequestsGetErrorAndLeaveExportAlone(t *testing.T) {
 		payload []byte
 		want    uint32
 	}{
-		{"read past end", cmdRead, 0, testSize - 512, 1024, nil, errnoInval},
-		{"read beyond end", cmdRead, 0, testSize + 1, 1, nil, errnoInval},
-		{"read offset overflows", cmdRead, 0, 1<<64 - 1, 2, nil, errnoInval},
-		{"write past end", cmdWrite, 0, testSize - 2, 4, []byte("abcd"), errnoNoSpace},
-		{"write zeroes past end", cmdWriteZeroes, 0, testSize, 512, nil, errnoNoSpace},
-		{"trim past end", cmdTrim, 0, testSize - 1, 2, nil, errnoInval},
-		{"zero length read", cmdRead, 0, 0, 0, nil, errnoInval},
-		{"zero length write", cmdWrite, 0, 0, 0, nil, errnoInval},
-		{"zero length trim", cmdTrim, 0, 0, 0, nil, errnoInval},
-		{"zero length write zeroes", cmdWriteZeroes, 0, 0, 0, nil, errnoInval},
-		{"read over max block size", cmdRead, 0, 0, MaxBlockSize + 1, nil, errnoInval},
-		{"write zeroes over max block size", cmdWriteZeroes, 0, 0, MaxBlockSize + 1, nil, errnoInval},
+		{"read past end", nbdwire.CmdRead, 0, testSize - 512, 1024, nil, errnoInval},
+		{"read beyond end", nbdwire.CmdRead, 0, testSize + 1, 1, nil, errnoInval},
+		{"read offset overflows", nbdwire.CmdRead, 0, 1<<64 - 1, 2, nil, errnoInval},
+		{"write past end", nbdwire.CmdWrite, 0, testSize - 2, 4, []byte("abcd"), errnoNoSpace},
+		{"write zeroes past end", nbdwire.CmdWriteZeroes, 0, testSize, 512, nil, errnoNoSpace},
+		{"trim past end", nbdwire.CmdTrim, 0, testSize - 1, 2, nil, errnoInval},
+		{"zero length read", nbdwire.CmdRead, 0, 0, 0, nil, errnoInval},
+		{"zero length write", nbdwire.CmdWrite, 0, 0, 0, nil, errnoInval},
+		{"zero length trim", nbdwire.CmdTrim, 0, 0, 0, nil, errnoInval},
+		{"zero length write zeroes", nbdwire.CmdWriteZeroes, 0, 0, 0, nil, errnoInval},
+		{"read over max block size", nbdwire.CmdRead, 0, 0, MaxBlockSize + 1, nil, errnoInval},
+		{"write zeroes over max block size", nbdwire.CmdWriteZeroes, 0, 0, MaxBlockSize + 1, nil, errnoInval},
 		{"unknown command", 0x55, 0, 0, 1, nil, errnoInval},
 		{"cache", cmdCache, 0, 0, 1, nil, errnoInval},
 		{"block status", 7, 0, 0, 1, nil, errnoInval},
-		{"unknown flag", cmdRead, 1 << 9, 0, 1, nil, errnoInval},
-		{"NO_HOLE on write", cmdWrite, cmdFlagNoHole, 0, 3, []byte("abc"), errnoInval},
-		{"DF on read", cmdRead, cmdFlagDF, 0, 1, nil, errnoInval},
-		{"FAST_ZERO", cmdWriteZeroes, cmdFlagFastZero, 0, 1, nil, errnoInval},
-		{"flush with offset", cmdFlush, 0, 512, 0, nil, errnoInval},
-		{"flush with length", cmdFlush, 0, 0, 512, nil, errnoInval},
+		{"unknown flag", nbdwire.CmdRead, 1 << 9, 0, 1, nil, errnoInval},
+		{"NO_HOLE on write", nbdwire.CmdWrite, cmdFlagNoHole, 0, 3, []byte("abc"), errnoInval},
+		{"DF on read", nbdwire.CmdRead, cmdFlagDF, 0, 1, nil, errnoInval},
+		{"FAST_ZERO", nbdwire.CmdWriteZeroes, cmdFlagFastZero, 0, 1, nil, errnoInval},
+		{"flush with offset", nbdwire.CmdFlush, 0, 512, 0, nil, errnoInval},
+		{"flush with length", nbdwire.CmdFlush, 0, 0, 512, nil, errnoInval},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -181,7 +183,7 @@ func TestTrimLongerThanMaxBlockSize(t *testing.T) {
 	exp := newMemExport(size)
 	exp.fill(bytes.Repeat([]byte{1}, size))
 	c := connected(t, exp, Options{})
-	c.send(cmdTrim, 0, 1, 0, size, nil)
+	c.send(nbdwire.CmdTrim, 0, 1, 0, size, nil)
 	c.expectReply(1, 0)
 	if !bytes.Equal(exp.data(), make([]byte, size)) {
 		t.Errorf("trimmed export does not read as zeroes")
@@ -193,7 +195,7 @@ func TestOversizedWriteRepliesThenCloses(t *testing.T) {
 	s := NewServer(memExports{"vol": exp}, Options{})
 	c, done := servePair(t, s)
 	c.connect("vol")
-	c.send(cmdWrite, 0, 5, 0, MaxBlockSize+1, []byte("not a real payload"))
+	c.send(nbdwire.CmdWrite, 0, 5, 0, MaxBlockSize+1, []byte("not a real payload"))
 	c.expectReply(5, errnoInval)
 	c.expectClosed()
 	if err := waitServeConn(t, done); !errors.Is(err, errWriteTooLarge) {
@@ -217,7 +219,7 @@ func TestBadRequestMagicCloses(t *testing.T) {
 }
 
 func TestTruncatedFramesCloseCleanly(t *testing.T) {
-	write := requestBytes(cmdWrite, 0, 1, 0, 4096)
+	write := requestBytes(nbdwire.CmdWrite, 0, 1, 0, 4096)
 	tests := []struct {
 		name string
 		send []byte
@@ -227,7 +229,7 @@ func TestTruncatedFramesCloseCleanly(t *testing.T) {
 		{"half a request header", write[:13], errTruncated},
 		{"write header without payload", write, errTruncated},
 		{"write with half its payload", append(bytes.Clone(write), make([]byte, 2048)...), errTruncated},
-		{"refused write with half its payload", append(requestBytes(cmdWrite, 0, 1, testSize, 4096), make([]byte, 10)...), errTruncated},
+		{"refused write with half its payload", append(requestBytes(nbdwire.CmdWrite, 0, 1, testSize, 4096), make([]byte, 10)...), errTruncated},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -287,8 +289,8 @@ func TestAbruptDisconnectCancelsInFlightRequests(t *testing.T) {
 	goroutines := runtime.NumGoroutine()
 	c, done := servePair(t, NewServer(memExports{"vol": exp}, Options{}))
 	c.connect("vol")
-	c.send(cmdRead, 0, 1, 0, 512, nil)
-	c.send(cmdWrite, 0, 2, 0, 3, []byte("abc"))
+	c.send(nbdwire.CmdRead, 0, 1, 0, 512, nil)
+	c.send(nbdwire.CmdWrite, 0, 2, 0, 3, []byte("abc"))
 	waitEntered(t, exp, 2)
 	c.nc.Close()
 	if err := waitServeConn(t, done); !errors.Is(err, errHungUpInFlight) {
@@ -320,8 +322,8 @@ func TestRepliesFollowCompletionOrder(t *testing.T) {
 	addr, _ := startServer(t, memExports{"vol": exp}, Options{})
 	c := dial(t, addr)
 	c.connect("vol")
-	c.send(cmdRead, 0, 1, 0, 5, nil)
-	c.send(cmdRead, 0, 2, 6, 6, nil)
+	c.send(nbdwire.CmdRead, 0, 1, 0, 5, nil)
+	c.send(nbdwire.CmdRead, 0, 2, 6, 6, nil)
 	c.expectReply(2, 0)
 	if got := string(c.read(6)); got != "second" {
 		t.Errorf("handle 2 data %q, want second", got)
@@ -337,7 +339,7 @@ func TestRequestsRunConcurrentlyUpToLimit(t *testing.T) {
 	exp := gated(testSize)
 	c := connected(t, exp, Options{MaxInFlight: 4})
 	for h := range uint64(6) {
-		c.send(cmdRead, 0, h, h*512, 512, nil)
+		c.send(nbdwire.CmdRead, 0, h, h*512, 512, nil)
 	}
 	waitEntered(t, exp, 4)
 	select {
@@ -364,7 +366,7 @@ func TestInFlightBytesBound(t *testing.T) {
 	exp := gated(testSize)
 	c := connected(t, exp, Options{MaxInFlightBytes: 8192})
 	for h := range uint64(3) {
-		c.send(cmdRead, 0, h, 0, 4096, nil)
+		c.send(nbdwire.CmdRead, 0, h, 0, 4096, nil)
 	}
 	waitEntered(t, exp, 2)
 	select {
@@ -383,9 +385,9 @@ func TestDisconnectAnswersInFlightRequestsFirst(t *testing.T) {
 	exp := gated(testSize)
 	c, done := servePair(t, NewServer(memExports{"vol": exp}, Options{}))
 	c.connect("vol")
-	c.send(cmdWrite, cmdFlagFUA, 1, 0, 3, []byte("abc"))
+	c.send(nbdwire.CmdWrite, nbdwire.CmdFlagFUA, 1, 0, 3, []byte("abc"))
 	waitEntered(t, exp, 1)
-	c.send(cmdDisc, 0, 2, 0, 0, nil)
+	c.send(nbdwire.CmdDisc, 0, 2, 0, 0, nil)
 	select {
 	case err := <-done:
 		t.Fatalf("ServeConn returned %v with a write in flight", err)
@@ -418,11 +420,11 @@ func TestExportErrorsMapToErrno(t *testing.T) {
 			exp := newMemExport(testSize)
 			exp.fail = tt.err
 			c := connected(t, exp, Options{})
-			c.send(cmdWrite, 0, 1, 0, 2, []byte("ab"))
+			c.send(nbdwire.CmdWrite, 0, 1, 0, 2, []byte("ab"))
 			c.expectReply(1, tt.want)
-			c.send(cmdRead, 0, 2, 0, 2, nil)
+			c.send(nbdwire.CmdRead, 0, 2, 0, 2, nil)
 			c.expectReply(2, tt.want) // no data follows a failed read
-			c.send(cmdFlush, 0, 3, 0, 0, nil)
+			c.send(nbdwire.CmdFlush, 0, 3, 0, 0, nil)
 			c.expectReply(3, tt.want)
 		})
 	}
@@ -433,7 +435,7 @@ func TestCloseEndsConnectionsAndServe(t *testing.T) {
 	s := NewServer(memExports{"vol": exp}, Options{})
 	c, done := servePair(t, s)
 	c.connect("vol")
-	c.send(cmdRead, 0, 1, 0, 512, nil)
+	c.send(nbdwire.CmdRead, 0, 1, 0, 512, nil)
 	waitEntered(t, exp, 1)
 	closed := make(chan error, 1)
 	go func() { closed <- s.Close() }()
@@ -463,9 +465,9 @@ func TestMultipleConnectionsShareExport(t *testing.T) {
 	a, b := dial(t, addr), dial(t, addr)
 	a.connect("vol")
 	b.connect("vol")
-	a.send(cmdWrite, 0, 1, 100, 5, []byte("hello"))
+	a.send(nbdwire.CmdWrite, 0, 1, 100, 5, []byte("hello"))
 	a.expectReply(1, 0)
-	a.send(cmdFlush, 0, 2, 0, 0, nil)
+	a.send(nbdwire.CmdFlush, 0, 2, 0, 0, nil)
 	a.expectReply(2, 0)
 	if got := b.readAt(1, 100, 5); string(got) != "hello" {
 		t.Errorf("second connection read %q, want hello", got)

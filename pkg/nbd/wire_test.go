@@ -8,6 +8,8 @@ import (
 	"net"
 	"testing"
 	"time"
+
+	"github.com/trireme-csi/trireme/internal/nbdwire"
 )
 
 // ioTimeout bounds every read a test client makes, so that a server bug
@@ -133,7 +135,7 @@ func isReset(err error) bool {
 func (c *testClient) handshake(flags uint32) {
 	c.t.Helper()
 	g := c.read(greetingSize)
-	if binary.BigEndian.Uint64(g) != magicInit || binary.BigEndian.Uint64(g[8:]) != magicOption {
+	if binary.BigEndian.Uint64(g) != nbdwire.MagicInit || binary.BigEndian.Uint64(g[8:]) != nbdwire.MagicOption {
 		c.t.Fatalf("bad greeting %x", g)
 	}
 	c.write(binary.BigEndian.AppendUint32(nil, flags))
@@ -142,7 +144,7 @@ func (c *testClient) handshake(flags uint32) {
 // sendOption sends one option.
 func (c *testClient) sendOption(option uint32, payload []byte) {
 	c.t.Helper()
-	b := binary.BigEndian.AppendUint64(nil, magicOption)
+	b := binary.BigEndian.AppendUint64(nil, nbdwire.MagicOption)
 	b = binary.BigEndian.AppendUint32(b, option)
 	b = binary.BigEndian.AppendUint32(b, uint32(len(payload)))
 	c.write(append(b, payload...))
@@ -159,7 +161,7 @@ type optionReply struct {
 func (c *testClient) readOptionReply() optionReply {
 	c.t.Helper()
 	h := c.read(optionReplyHeader)
-	if m := binary.BigEndian.Uint64(h); m != magicOptionReply {
+	if m := binary.BigEndian.Uint64(h); m != nbdwire.MagicOptionReply {
 		c.t.Fatalf("option reply magic %#x", m)
 	}
 	r := optionReply{
@@ -177,7 +179,7 @@ func (c *testClient) readOptionReplies() []optionReply {
 	for {
 		r := c.readOptionReply()
 		rs = append(rs, r)
-		if r.typ != repInfo && r.typ != repServer {
+		if r.typ != nbdwire.RepInfo && r.typ != repServer {
 			return rs
 		}
 	}
@@ -198,9 +200,9 @@ func infoPayload(name string, infos ...uint16) []byte {
 func (c *testClient) connect(name string) {
 	c.t.Helper()
 	c.handshake(clientFixedNewstyle | clientNoZeroes)
-	c.sendOption(optGo, infoPayload(name, infoBlockSize))
+	c.sendOption(nbdwire.OptGo, infoPayload(name, nbdwire.InfoBlockSize))
 	rs := c.readOptionReplies()
-	if last := rs[len(rs)-1]; last.typ != repAck {
+	if last := rs[len(rs)-1]; last.typ != nbdwire.RepAck {
 		c.t.Fatalf("NBD_OPT_GO %q: reply type %#x", name, last.typ)
 	}
 }
@@ -208,7 +210,7 @@ func (c *testClient) connect(name string) {
 // send sends one transmission request.
 func (c *testClient) send(typ, flags uint16, handle, off uint64, length uint32, payload []byte) {
 	c.t.Helper()
-	b := binary.BigEndian.AppendUint32(nil, magicRequest)
+	b := binary.BigEndian.AppendUint32(nil, nbdwire.MagicRequest)
 	b = binary.BigEndian.AppendUint16(b, flags)
 	b = binary.BigEndian.AppendUint16(b, typ)
 	b = binary.BigEndian.AppendUint64(b, handle)
@@ -221,7 +223,7 @@ func (c *testClient) send(typ, flags uint16, handle, off uint64, length uint32, 
 func (c *testClient) readReply() (errno uint32, handle uint64) {
 	c.t.Helper()
 	h := c.read(replyHeaderSize)
-	if m := binary.BigEndian.Uint32(h); m != magicSimpleReply {
+	if m := binary.BigEndian.Uint32(h); m != nbdwire.MagicSimpleReply {
 		c.t.Fatalf("reply magic %#x", m)
 	}
 	return binary.BigEndian.Uint32(h[4:]), binary.BigEndian.Uint64(h[8:])
@@ -240,7 +242,7 @@ func (c *testClient) expectReply(handle uint64, errno uint32) {
 // readAt reads through the server and returns the data.
 func (c *testClient) readAt(handle, off uint64, length uint32) []byte {
 	c.t.Helper()
-	c.send(cmdRead, 0, handle, off, length, nil)
+	c.send(nbdwire.CmdRead, 0, handle, off, length, nil)
 	c.expectReply(handle, 0)
 	return c.read(int(length))
 }

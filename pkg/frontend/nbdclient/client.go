@@ -24,6 +24,8 @@ import (
 	"time"
 
 	"k8s.io/klog/v2"
+
+	"github.com/trireme-csi/trireme/internal/nbdwire"
 )
 
 // Defaults for the zero fields of Options.
@@ -130,7 +132,7 @@ func Dial(ctx context.Context, opts Options) (*Client, error) {
 func (c *Client) Size() int64 { return int64(c.info.size) }
 
 // ReadOnly reports whether the server refuses writes.
-func (c *Client) ReadOnly() bool { return c.info.has(tflagReadOnly) }
+func (c *Client) ReadOnly() bool { return c.info.has(nbdwire.TflagReadOnly) }
 
 // Close disconnects with NBD_CMD_DISC after giving the server a few
 // seconds to answer requests in flight; requests still waiting then fail

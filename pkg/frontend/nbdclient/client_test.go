@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/trireme-csi/trireme/internal/nbdwire"
 	"github.com/trireme-csi/trireme/pkg/nbd"
 )
 
@@ -312,8 +313,8 @@ func shuttingDownServer(t *testing.T) string {
 // serveShutdown runs the fake server's side of one connection.
 func serveShutdown(nc net.Conn) {
 	be := binary.BigEndian
-	greeting := be.AppendUint64(be.AppendUint64(nil, magicInit), magicOption)
-	nc.Write(be.AppendUint16(greeting, flagFixedNewstyle))
+	greeting := be.AppendUint64(be.AppendUint64(nil, nbdwire.MagicInit), nbdwire.MagicOption)
+	nc.Write(be.AppendUint16(greeting, nbdwire.FlagFixedNewstyle))
 	var clientFlags [4]byte
 	var opt [16]byte
 	if _, err := io.ReadFull(nc, clientFlags[:]); err != nil {
@@ -323,22 +324,22 @@ func serveShutdown(nc net.Conn) {
 		return
 	}
 	io.CopyN(io.Discard, nc, int64(be.Uint32(opt[12:])))
-	info := be.AppendUint64(be.AppendUint16(nil, infoExport), exportSize)
-	info = be.AppendUint16(info, tflagHasFlags|tflagSendFlush)
-	nc.Write(append(optionReply(repInfo, info), optionReply(repAck, nil)...))
+	info := be.AppendUint64(be.AppendUint16(nil, nbdwire.InfoExport), exportSize)
+	info = be.AppendUint16(info, nbdwire.TflagHasFlags|nbdwire.TflagSendFlush)
+	nc.Write(append(optionReply(nbdwire.RepInfo, info), optionReply(nbdwire.RepAck, nil)...))
 	var req [requestSize]byte
 	if _, err := io.ReadFull(nc, req[:]); err != nil {
 		return
 	}
-	rep := be.AppendUint32(be.AppendUint32(nil, magicSimpleReply), errnoShutdown)
+	rep := be.AppendUint32(be.AppendUint32(nil, nbdwire.MagicSimpleReply), errnoShutdown)
 	nc.Write(append(rep, req[8:16]...))
 }
 
 // optionReply encodes a reply to NBD_OPT_GO.
 func optionReply(typ uint32, data []byte) []byte {
 	be := binary.BigEndian
-	b := be.AppendUint64(nil, magicOptionReply)
-	b = be.AppendUint32(be.AppendUint32(b, optGo), typ)
+	b := be.AppendUint64(nil, nbdwire.MagicOptionReply)
+	b = be.AppendUint32(be.AppendUint32(b, nbdwire.OptGo), typ)
 	return append(be.AppendUint32(b, uint32(len(data))), data...)
 }
 

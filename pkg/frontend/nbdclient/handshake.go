@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"io"
 	"net"
+
+	"github.com/trireme-csi/trireme/internal/nbdwire"
 )
 
 // exportInfo is what NBD_OPT_GO told the client about the export.
@@ -25,7 +27,7 @@ func handshake(nc net.Conn, br *bufio.Reader, name string) (exportInfo, error) {
 	if err != nil {
 		return exportInfo{}, err
 	}
-	clientFlags := uint32(flagFixedNewstyle | serverFlags&flagNoZeroes)
+	clientFlags := uint32(nbdwire.FlagFixedNewstyle | serverFlags&nbdwire.FlagNoZeroes)
 	msg := binary.BigEndian.AppendUint32(nil, clientFlags)
 	msg = append(msg, goOption(name)...)
 	if _, err := nc.Write(msg); err != nil {
@@ -41,11 +43,11 @@ func readGreeting(br *bufio.Reader) (uint16, error) {
 	if _, err := io.ReadFull(br, b[:]); err != nil {
 		return 0, fmt.Errorf("read greeting: %w", err)
 	}
-	if binary.BigEndian.Uint64(b[0:]) != magicInit || binary.BigEndian.Uint64(b[8:]) != magicOption {
+	if binary.BigEndian.Uint64(b[0:]) != nbdwire.MagicInit || binary.BigEndian.Uint64(b[8:]) != nbdwire.MagicOption {
 		return 0, fmt.Errorf("%w: not a newstyle NBD server", ErrProtocol)
 	}
 	flags := binary.BigEndian.Uint16(b[16:])
-	if flags&flagFixedNewstyle == 0 {
+	if flags&nbdwire.FlagFixedNewstyle == 0 {
 		return 0, fmt.Errorf("%w: server does not offer fixed newstyle negotiation", ErrProtocol)
 	}
 	return flags, nil
@@ -53,13 +55,13 @@ func readGreeting(br *bufio.Reader) (uint16, error) {
 
 // goOption encodes NBD_OPT_GO for name, asking for block size limits.
 func goOption(name string) []byte {
-	b := binary.BigEndian.AppendUint64(nil, magicOption)
-	b = binary.BigEndian.AppendUint32(b, optGo)
+	b := binary.BigEndian.AppendUint64(nil, nbdwire.MagicOption)
+	b = binary.BigEndian.AppendUint32(b, nbdwire.OptGo)
 	b = binary.BigEndian.AppendUint32(b, uint32(4+len(name)+2+2))
 	b = binary.BigEndian.AppendUint32(b, uint32(len(name)))
 	b = append(b, name...)
 	b = binary.BigEndian.AppendUint16(b, 1)
-	return binary.BigEndian.AppendUint16(b, infoBlockSize)
+	return binary.BigEndian.AppendUint16(b, nbdwire.InfoBlockSize)
 }
 
 // readGoReplies reads NBD_REP_INFO replies up to the final ACK or error.
@@ -72,13 +74,13 @@ func readGoReplies(br *bufio.Reader) (exportInfo, error) {
 			return exportInfo{}, err
 		}
 		switch {
-		case typ == repAck && sawExport:
+		case typ == nbdwire.RepAck && sawExport:
 			return info, nil
-		case typ == repAck:
+		case typ == nbdwire.RepAck:
 			return exportInfo{}, fmt.Errorf("%w: NBD_OPT_GO acknowledged without export information", ErrProtocol)
-		case typ == repInfo:
+		case typ == nbdwire.RepInfo:
 			sawExport = parseInfo(&info, data) || sawExport
-		case typ&repErrBit != 0:
+		case typ&nbdwire.RepErrBit != 0:
 			return exportInfo{}, optionError(typ, data)
 		}
 	}
@@ -94,7 +96,7 @@ func readOptionReply(br *bufio.Reader) (uint32, []byte, error) {
 	option := binary.BigEndian.Uint32(h[8:])
 	typ := binary.BigEndian.Uint32(h[12:])
 	length := binary.BigEndian.Uint32(h[16:])
-	if magic != magicOptionReply || option != optGo || length > maxOptionReplyData {
+	if magic != nbdwire.MagicOptionReply || option != nbdwire.OptGo || length > maxOptionReplyData {
 		return 0, nil, fmt.Errorf("%w: bad option reply (magic %#x, option %d, length %d)",
 			ErrProtocol, magic, option, length)
 	}
@@ -112,14 +114,14 @@ func parseInfo(info *exportInfo, data []byte) bool {
 		return false
 	}
 	switch binary.BigEndian.Uint16(data) {
-	case infoExport:
+	case nbdwire.InfoExport:
 		if len(data) < exportInfoSize {
 			return false
 		}
 		info.size = binary.BigEndian.Uint64(data[2:])
 		info.flags = binary.BigEndian.Uint16(data[10:])
 		return true
-	case infoBlockSize:
+	case nbdwire.InfoBlockSize:
 		if len(data) >= blockSizeInfoLength {
 			if max := binary.BigEndian.Uint32(data[10:]); max > 0 {
 				info.maxPayload = min(max, defaultMaxPayload)
@@ -133,9 +135,9 @@ func parseInfo(info *exportInfo, data []byte) bool {
 func optionError(typ uint32, data []byte) error {
 	msg := string(data)
 	switch typ {
-	case repErrUnknown:
+	case nbdwire.RepErrUnknown:
 		return fmt.Errorf("%w: %s", ErrUnknownExport, msg)
-	case repErrPolicy:
+	case nbdwire.RepErrPolicy:
 		return fmt.Errorf("%w: %s", ErrForbidden, msg)
 	}
 	return fmt.Errorf("%w: reply type %#x: %s", ErrRefused, typ, msg)

@@ -3,6 +3,8 @@ package nbdclient
 import (
 	"context"
 	"fmt"
+
+	"github.com/trireme-csi/trireme/internal/nbdwire"
 )
 
 // zeroChunk is the size of the zero buffer written when the server
@@ -16,7 +18,7 @@ func (c *Client) ReadAt(ctx context.Context, p []byte, off int64) error {
 	}
 	return c.split(off, int64(len(p)), int64(c.info.maxPayload), func(o, n int64) error {
 		buf := p[o-off : o-off+n]
-		return c.do(ctx, newCall(request{typ: cmdRead, offset: uint64(o), length: uint32(n)}, nil, buf))
+		return c.do(ctx, newCall(request{typ: nbdwire.CmdRead, offset: uint64(o), length: uint32(n)}, nil, buf))
 	})
 }
 
@@ -28,7 +30,7 @@ func (c *Client) WriteAt(ctx context.Context, p []byte, off int64, fua bool) err
 	}
 	flags := c.fuaFlag(fua)
 	err := c.split(off, int64(len(p)), int64(c.info.maxPayload), func(o, n int64) error {
-		req := request{typ: cmdWrite, flags: flags, offset: uint64(o), length: uint32(n)}
+		req := request{typ: nbdwire.CmdWrite, flags: flags, offset: uint64(o), length: uint32(n)}
 		return c.do(ctx, newCall(req, p[o-off:o-off+n], nil))
 	})
 	return c.emulateFUA(ctx, err, fua)
@@ -37,10 +39,10 @@ func (c *Client) WriteAt(ctx context.Context, p []byte, off int64, fua bool) err
 // Flush returns once every write completed before it is on stable
 // storage. Against a server without a write cache it does nothing.
 func (c *Client) Flush(ctx context.Context) error {
-	if !c.info.has(tflagSendFlush) {
+	if !c.info.has(nbdwire.TflagSendFlush) {
 		return nil
 	}
-	if err := c.do(ctx, newCall(request{typ: cmdFlush}, nil, nil)); err != nil {
+	if err := c.do(ctx, newCall(request{typ: nbdwire.CmdFlush}, nil, nil)); err != nil {
 		return fmt.Errorf("nbd flush: %w", err)
 	}
 	return nil
@@ -49,11 +51,11 @@ func (c *Client) Flush(ctx context.Context) error {
 // Trim tells the server the range is unused. Later reads of it may
 // return anything; use WriteZeroes to discard and read back zeroes.
 func (c *Client) Trim(ctx context.Context, off, length int64) error {
-	if err := c.checkWrite(off, length); err != nil || !c.info.has(tflagSendTrim) {
+	if err := c.checkWrite(off, length); err != nil || !c.info.has(nbdwire.TflagSendTrim) {
 		return err
 	}
 	return c.split(off, length, maxZeroesLength, func(o, n int64) error {
-		return c.do(ctx, newCall(request{typ: cmdTrim, offset: uint64(o), length: uint32(n)}, nil, nil))
+		return c.do(ctx, newCall(request{typ: nbdwire.CmdTrim, offset: uint64(o), length: uint32(n)}, nil, nil))
 	})
 }
 
@@ -63,12 +65,12 @@ func (c *Client) WriteZeroes(ctx context.Context, off, length int64, fua bool) e
 	if err := c.checkWrite(off, length); err != nil {
 		return err
 	}
-	if !c.info.has(tflagSendWriteZeroes) {
+	if !c.info.has(nbdwire.TflagSendWriteZeroes) {
 		return c.writeZeroBuffers(ctx, off, length, fua)
 	}
 	flags := c.fuaFlag(fua)
 	err := c.split(off, length, int64(c.info.maxPayload), func(o, n int64) error {
-		req := request{typ: cmdWriteZeroes, flags: flags, offset: uint64(o), length: uint32(n)}
+		req := request{typ: nbdwire.CmdWriteZeroes, flags: flags, offset: uint64(o), length: uint32(n)}
 		return c.do(ctx, newCall(req, nil, nil))
 	})
 	return c.emulateFUA(ctx, err, fua)
@@ -100,8 +102,8 @@ func (c *Client) split(off, length, max int64, op func(o, n int64) error) error 
 
 // fuaFlag returns the FUA command flag when it is wanted and offered.
 func (c *Client) fuaFlag(fua bool) uint16 {
-	if fua && c.info.has(tflagSendFUA) {
-		return cmdFlagFUA
+	if fua && c.info.has(nbdwire.TflagSendFUA) {
+		return nbdwire.CmdFlagFUA
 	}
 	return 0
 }
@@ -109,7 +111,7 @@ func (c *Client) fuaFlag(fua bool) uint16 {
 // emulateFUA follows a successful write with a flush when FUA was asked
 // for but the server does not offer it.
 func (c *Client) emulateFUA(ctx context.Context, err error, fua bool) error {
-	if err != nil || !fua || c.info.has(tflagSendFUA) {
+	if err != nil || !fua || c.info.has(nbdwire.TflagSendFUA) {
 		return err
 	}
 	return c.Flush(ctx)

@@ -9,6 +9,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/trireme-csi/trireme/internal/nbdwire"
 )
 
 // call is one request waiting for its reply. At any moment it belongs to
@@ -153,7 +155,7 @@ func (s *session) readReplies() error {
 			return fmt.Errorf("read reply: %w", err)
 		}
 		r := decodeReply(hdr[:])
-		if r.magic != magicSimpleReply {
+		if r.magic != nbdwire.MagicSimpleReply {
 			return fmt.Errorf("%w: reply magic %#x", ErrProtocol, r.magic)
 		}
 		c, skip, ok := s.take(r.cookie)
@@ -184,7 +186,7 @@ func (s *session) deliver(c *call, skip uint32, errno uint32) error {
 		c.err = err
 	case errno != 0:
 		c.err = &RemoteError{Command: commandName(c.req.typ), Errno: remoteErrno(errno)}
-	case c.req.typ == cmdRead:
+	case c.req.typ == nbdwire.CmdRead:
 		if _, rerr := io.ReadFull(s.br, c.buf); rerr != nil {
 			err = fmt.Errorf("read payload: %w", rerr)
 			c.err = fmt.Errorf("%w: %w", errConnLost, err)
@@ -223,7 +225,7 @@ func (s *session) lostError() error {
 func (s *session) disconnect(timeout time.Duration) {
 	s.wmu.Lock()
 	_ = s.nc.SetWriteDeadline(time.Now().Add(timeout))
-	frame := request{typ: cmdDisc}.frame(nil)
+	frame := request{typ: nbdwire.CmdDisc}.frame(nil)
 	_, err := frame.WriteTo(s.nc)
 	s.wmu.Unlock()
 	if err == nil {

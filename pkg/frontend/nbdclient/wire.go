@@ -3,60 +3,8 @@ package nbdclient
 import (
 	"encoding/binary"
 	"net"
-)
 
-// Wire constants of the NBD protocol, named as in its specification.
-// Every number on the wire is big-endian.
-const (
-	magicInit        uint64 = 0x4e42444d41474943 // "NBDMAGIC"
-	magicOption      uint64 = 0x49484156454f5054 // "IHAVEOPT"
-	magicOptionReply uint64 = 0x0003e889045565a9
-	magicRequest     uint32 = 0x25609513
-	magicSimpleReply uint32 = 0x67446698
-)
-
-// Handshake flags, sent by the server and echoed by the client.
-const (
-	flagFixedNewstyle uint16 = 1 << 0
-	flagNoZeroes      uint16 = 1 << 1
-)
-
-// Options and option replies.
-const (
-	optGo         uint32 = 7
-	repAck        uint32 = 1
-	repInfo       uint32 = 3
-	repErrBit     uint32 = 1 << 31
-	repErrPolicy  uint32 = repErrBit | 2
-	repErrUnknown uint32 = repErrBit | 6
-)
-
-// Information types of NBD_OPT_GO replies.
-const (
-	infoExport    uint16 = 0
-	infoBlockSize uint16 = 3
-)
-
-// Transmission flags.
-const (
-	tflagHasFlags        uint16 = 1 << 0
-	tflagReadOnly        uint16 = 1 << 1
-	tflagSendFlush       uint16 = 1 << 2
-	tflagSendFUA         uint16 = 1 << 3
-	tflagSendTrim        uint16 = 1 << 5
-	tflagSendWriteZeroes uint16 = 1 << 6
-)
-
-// Commands and command flags.
-const (
-	cmdRead        uint16 = 0
-	cmdWrite       uint16 = 1
-	cmdDisc        uint16 = 2
-	cmdFlush       uint16 = 3
-	cmdTrim        uint16 = 4
-	cmdWriteZeroes uint16 = 6
-
-	cmdFlagFUA uint16 = 1 << 0
+	"github.com/trireme-csi/trireme/internal/nbdwire"
 )
 
 // errnoShutdown is NBD_ESHUTDOWN: the server is going away and the client
@@ -88,7 +36,7 @@ type request struct {
 // encode returns the request header.
 func (r request) encode() []byte {
 	b := make([]byte, requestSize)
-	binary.BigEndian.PutUint32(b[0:], magicRequest)
+	binary.BigEndian.PutUint32(b[0:], nbdwire.MagicRequest)
 	binary.BigEndian.PutUint16(b[4:], r.flags)
 	binary.BigEndian.PutUint16(b[6:], r.typ)
 	binary.BigEndian.PutUint64(b[8:], r.cookie)
@@ -124,17 +72,17 @@ func decodeReply(b []byte) reply {
 // commandName names a command in errors and logs.
 func commandName(typ uint16) string {
 	switch typ {
-	case cmdRead:
+	case nbdwire.CmdRead:
 		return "read"
-	case cmdWrite:
+	case nbdwire.CmdWrite:
 		return "write"
-	case cmdDisc:
+	case nbdwire.CmdDisc:
 		return "disconnect"
-	case cmdFlush:
+	case nbdwire.CmdFlush:
 		return "flush"
-	case cmdTrim:
+	case nbdwire.CmdTrim:
 		return "trim"
-	case cmdWriteZeroes:
+	case nbdwire.CmdWriteZeroes:
 		return "write-zeroes"
 	default:
 		return "command"
