@@ -17,8 +17,11 @@ VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo de
 LDFLAGS   := -X main.version=$(VERSION)
 
 export GOBIN := $(TOOLS)
+# The control plane, CSI sidecars and Helm that the end-to-end tests start,
+# built by `make tools`; internal/kubetest finds them here.
+export TRIREME_TOOLS ?= $(CACHE)/tools
 
-.PHONY: all build deps test unit fuzz demo bench generate lint clean
+.PHONY: all build deps tools test unit fuzz demo bench generate lint clean
 
 all: build
 
@@ -28,9 +31,14 @@ build:
 deps:
 	@hack/install-deps.sh
 
+# tools builds each tool that hack/tools/versions.env pins and is not built
+# yet into $(TRIREME_TOOLS)/<name>-<version>/.
+tools:
+	hack/build-tools.sh
+
 # test runs every test, including the fuzz targets' seed corpora and the
 # tests that drive real NBD clients, fio, loop devices and mounts.
-test: deps
+test: deps tools
 	$(GO) vet $(PKGS)
 	$(GO) test -count=1 -timeout $(TEST_TIMEOUT) $(PKGS)
 	$(GO) test -count=1 -race -timeout $(TEST_TIMEOUT) $(RACE_PKGS)
