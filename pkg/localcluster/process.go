@@ -55,10 +55,15 @@ func (p *process) exitError() error {
 
 // kill stops the process with SIGKILL and waits for it to exit.
 func (p *process) kill() {
-	p.stop.Do(func() {
-		p.cmd.Process.Signal(syscall.SIGKILL)
-		<-p.done
-	})
+	p.sendKill()
+	<-p.done
+}
+
+// sendKill sends SIGKILL, unless the process is already being stopped,
+// and returns at once: KillZone signals several processes before it
+// waits for any.
+func (p *process) sendKill() {
+	p.stop.Do(func() { p.cmd.Process.Signal(syscall.SIGKILL) })
 }
 
 // terminate asks the process to stop with SIGTERM and waits up to grace
@@ -76,5 +81,6 @@ func (p *process) terminate(grace time.Duration) error {
 			err = fmt.Errorf("%s (pid %d) ignored SIGTERM for %s and was killed", p.name, p.pid(), grace)
 		}
 	})
+	<-p.done
 	return err
 }
