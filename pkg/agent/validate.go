@@ -57,6 +57,8 @@ func validateLayout(l *apiv1.Layout) error {
 		return invalidField("layout.primary", "required")
 	case len(l.GetReplicas()) == 0:
 		return invalidField("layout.replicas", "required")
+	case l.GetMinInSync() < 0 || int(l.GetMinInSync()) > len(l.GetReplicas()):
+		return invalidField("layout.min_in_sync", "%d is outside 0 to %d, the replica count", l.GetMinInSync(), len(l.GetReplicas()))
 	}
 	if err := validateReplicas(l.GetReplicas()); err != nil {
 		return err

@@ -43,6 +43,7 @@ func LayoutToProto(l replication.Layout) *apiv1.Layout {
 		Replicas:  make([]*apiv1.ReplicaInfo, 0, len(l.Replicas)),
 
 		AttachmentGeneration: l.AttachmentGeneration,
+		MinInSync:            int32(l.MinInSync),
 	}
 	for _, r := range l.Replicas {
 		out.Replicas = append(out.Replicas, &apiv1.ReplicaInfo{
@@ -65,6 +66,7 @@ func LayoutFromProto(l *apiv1.Layout) replication.Layout {
 		Primary:  l.GetPrimary(),
 
 		AttachmentGeneration: l.GetAttachmentGeneration(),
+		MinInSync:            int(l.GetMinInSync()),
 	}
 	for _, r := range l.GetReplicas() {
 		out.Replicas = append(out.Replicas, replication.ReplicaInfo{
@@ -86,5 +88,6 @@ func ReplicaStatusToProto(s replication.ReplicaStatus) *apiv1.ReplicaStatus {
 		Fault:       s.Fault,
 		SyncedBytes: s.SyncedBytes,
 		TotalBytes:  s.TotalBytes,
+		CopiedBytes: s.CopiedBytes,
 	}
 }

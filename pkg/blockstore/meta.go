@@ -38,6 +38,12 @@ type Meta struct {
 	// that is rebuilding never holds every acknowledged write and must
 	// never be chosen to serve.
 	Rebuilding bool `json:"rebuilding"`
+	// Incarnation is drawn at random when the replica is created. A
+	// primary that tracks what a replica missed while it was away resumes
+	// it with only those regions when the incarnation is unchanged: a
+	// replica deleted and created again meanwhile holds none of its old
+	// data. Zero in replicas made before the field existed.
+	Incarnation uint64 `json:"incarnation,omitempty"`
 }
 
 // encodeMeta serialises m as magic, version, length, JSON body, CRC32C.

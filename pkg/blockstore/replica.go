@@ -7,7 +7,10 @@
 package blockstore
 
 import (
+	"crypto/rand"
+	"encoding/binary"
 	"errors"
+	"hash/crc64"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -64,7 +67,7 @@ func Create(dir, volumeID string, size int64) (*Replica, error) {
 	if !errors.Is(err, ErrNotFound) {
 		return nil, err
 	}
-	return create(dir, Meta{VolumeID: volumeID, Size: size})
+	return create(dir, Meta{VolumeID: volumeID, Size: size, Incarnation: newIncarnation()})
 }
 
 func create(dir string, m Meta) (*Replica, error) {
@@ -296,6 +299,45 @@ func (r *Replica) persistLocked(m Meta) error {
 	}
 	r.meta = m
 	return nil
+}
+
+// HoleSum is what Checksum returns for a range without allocated data.
+const HoleSum = 0
+
+var crcTable = crc64.MakeTable(crc64.ECMA)
+
+// Checksum digests the bytes of [off, off+n): HoleSum when the range holds
+// no allocated data, else a CRC-64 of the bytes (never HoleSum). Two
+// replicas whose ranges have equal sums hold the same bytes there, except
+// that a range of written zeroes and a hole differ; copying the primary's
+// range over the replica's is always right.
+func (r *Replica) Checksum(off, n int64) (uint64, error) {
+	if err := r.check(off, n); err != nil {
+		return 0, err
+	}
+	if start, _, err := r.NextData(off); err != nil || start >= off+n {
+		return HoleSum, err
+	}
+	buf := make([]byte, min(n, 1<<20))
+	var sum uint64
+	for done := int64(0); done < n; {
+		chunk := buf[:min(int64(len(buf)), n-done)]
+		if _, err := r.file.ReadAt(chunk, off+done); err != nil {
+			return 0, err
+		}
+		sum = crc64.Update(sum, crcTable, chunk)
+		done += int64(len(chunk))
+	}
+	if sum == HoleSum {
+		sum = 1
+	}
+	return sum, nil
+}
+
+func newIncarnation() uint64 {
+	var b [8]byte
+	rand.Read(b[:]) // never fails: see crypto/rand.Read
+	return binary.BigEndian.Uint64(b[:]) | 1
 }
 
 // Close releases the data file.

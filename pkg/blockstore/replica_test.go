@@ -130,8 +130,8 @@ func TestEpochIsPersistedAndStaleEpochRefused(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer reopened.Close()
-	want := Meta{VolumeID: "vol-1", Size: 4096, Epoch: 5, Rebuilding: true}
-	if got := reopened.Meta(); got != want {
+	want := Meta{VolumeID: "vol-1", Size: 4096, Epoch: 5, Rebuilding: true, Incarnation: r.Meta().Incarnation}
+	if got := reopened.Meta(); got != want || want.Incarnation == 0 {
 		t.Fatalf("reopened meta %+v, want %+v", got, want)
 	}
 }
@@ -222,5 +222,60 @@ func TestApplyRunsOnlyAtTheCurrentEpoch(t *testing.T) {
 			t.Errorf("Apply(%d): err %v ran %v epoch %d, want err %v ran %v epoch %d",
 				tc.epoch, err, ran, r.Epoch(), tc.wantErr, tc.wantRan, tc.after)
 		}
+	}
+}
+
+func TestIncarnationDiffersAfterRecreate(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "r")
+	a, err := Create(dir, "vol-1", 1<<20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	first := a.Meta().Incarnation
+	a.Close()
+	again, err := Create(dir, "vol-1", 1<<20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := again.Meta().Incarnation; got != first {
+		t.Fatalf("idempotent Create changed the incarnation: %d, then %d", first, got)
+	}
+	again.Close()
+	if err := Remove(dir); err != nil {
+		t.Fatal(err)
+	}
+	b, err := Create(dir, "vol-1", 1<<20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	if b.Meta().Incarnation == first || b.Meta().Incarnation == 0 {
+		t.Fatalf("recreated replica has incarnation %d, first had %d", b.Meta().Incarnation, first)
+	}
+}
+
+func TestChecksum(t *testing.T) {
+	r := newReplica(t, 4<<20)
+	if sum, err := r.Checksum(0, 4<<20); err != nil || sum != HoleSum {
+		t.Fatalf("empty replica: sum %d, err %v; want HoleSum", sum, err)
+	}
+	if err := r.WriteAt([]byte("abc"), 1<<20+5); err != nil {
+		t.Fatal(err)
+	}
+	if sum, err := r.Checksum(0, 1<<20); err != nil || sum != HoleSum {
+		t.Fatalf("range before the write: sum %d, err %v; want HoleSum", sum, err)
+	}
+	s1, err := r.Checksum(1<<20, 1<<20)
+	if err != nil || s1 == HoleSum {
+		t.Fatalf("written range: sum %d, err %v", s1, err)
+	}
+	if err := r.WriteAt([]byte("abd"), 1<<20+5); err != nil {
+		t.Fatal(err)
+	}
+	if s2, _ := r.Checksum(1<<20, 1<<20); s2 == s1 {
+		t.Fatal("a changed byte kept the checksum")
+	}
+	if _, err := r.Checksum(4<<20-1, 2); !errors.Is(err, ErrOutOfRange) {
+		t.Fatalf("range past the end: %v, want ErrOutOfRange", err)
 	}
 }

@@ -34,4 +34,9 @@ type Layout struct {
 	// AttachmentGeneration is the volume's attachment generation: the
 	// primary refuses frontends that present a lower one (invariant I3).
 	AttachmentGeneration uint64 `json:"attachmentGeneration"`
+	// MinInSync is the fewest replicas, the primary included, that must
+	// have a write before the primary acknowledges it; below that, writes
+	// wait. Zero or one means the primary alone may acknowledge, once
+	// every InSync replica has the write (I1 holds either way).
+	MinInSync int `json:"minInSync,omitempty"`
 }

@@ -32,8 +32,32 @@ type link struct {
 	wake chan struct{} // a frame was queued
 	quit chan struct{} // closed when the link is closed or faulted
 
-	syncedBytes atomic.Int64
-	copied      atomic.Bool // background copy complete and acknowledged
+	// verify says the replica, InSync when a new primary started, must be
+	// compared with the primary's data before it is trusted to have
+	// missed nothing but what this primary tracks.
+	verify bool
+	// resume is what the replica missed while it was away, if this
+	// primary tracked it; nil means compare everything.
+	resume *tracker
+	// incarnation is the replica's, from its hello reply.
+	incarnation uint64
+	// unflushed holds the regions sent since the last flush was queued;
+	// flushing those sent before each flush still unacknowledged. Their
+	// union is what the replica may not hold durably.
+	unflushed regionSet
+	flushing  []flushed
+
+	syncedBytes atomic.Int64 // resync progress: bytes compared or copied
+	syncTotal   atomic.Int64 // bytes the resync covers
+	copiedBytes atomic.Int64 // bytes the resync sent
+	copied      atomic.Bool  // background copy complete and acknowledged
+	verified    atomic.Bool  // the replica holds the primary's data, bar what unflushed records
+}
+
+// flushed is the regions sent before the flush frame id.
+type flushed struct {
+	id      uint64
+	regions regionSet
 }
 
 // pending is a frame waiting for its reply.
@@ -44,14 +68,17 @@ type pending struct {
 	copied int64         // background copy bytes carried
 	tokens chan struct{} // copy window slot to release
 	done   chan error    // for internal frames waited on directly
+	reply  chan Frame    // gets the reply of a checksum request
 }
 
-func (p *Primary) startLink(r ReplicaInfo) *link {
+func (p *Primary) startLink(r ReplicaInfo, verify bool, resume *tracker) *link {
 	l := &link{
 		p: p, node: r.NodeID, addr: r.Address, state: r.State,
 		outstanding: map[uint64]*pending{},
 		wake:        make(chan struct{}, 1),
 		quit:        make(chan struct{}),
+		verify:      verify, resume: resume,
+		unflushed:   regionSet{},
 	}
 	p.wg.Add(1)
 	go l.run()
@@ -63,6 +90,13 @@ func (l *link) enqueueLocked(f Frame, pd *pending) {
 	f.ID = l.nextID
 	f.Epoch = l.p.layout.Epoch
 	pd.sent = time.Now()
+	switch f.Op {
+	case OpWrite, OpZero:
+		l.unflushed.add(int64(f.Offset), int64(f.Length))
+	case OpFlush, OpSyncDone:
+		l.flushing = append(l.flushing, flushed{id: f.ID, regions: l.unflushed})
+		l.unflushed = regionSet{}
+	}
 	l.outstanding[f.ID] = pd
 	l.queue = append(l.queue, f)
 	select {
@@ -97,8 +131,11 @@ func (l *link) run() {
 	go l.sendLoop(conn)
 	go l.watchdog()
 	go l.receiveLoop(conn)
-	if syncing {
-		l.copyLoop()
+	switch {
+	case syncing || l.verify:
+		l.syncLoop(syncing, l.resume)
+	default:
+		l.verified.Store(true)
 	}
 }
 
@@ -120,12 +157,16 @@ func (l *link) connect() (net.Conn, bool, error) {
 	conn.SetDeadline(time.Now().Add(timeout))
 	r := bufio.NewReader(conn)
 	hello := Frame{Op: OpHello, Epoch: epoch, Payload: helloPayload(volume, l.node)}
-	if err := l.handshake(conn, r, hello); err != nil {
+	reply, err := l.handshake(conn, r, hello)
+	if err != nil {
 		conn.Close()
 		return nil, false, err
 	}
+	p.mu.Lock()
+	l.incarnation = reply.Offset
+	p.mu.Unlock()
 	if syncing {
-		if err := l.handshake(conn, r, Frame{Op: OpSyncStart, Epoch: epoch}); err != nil {
+		if _, err := l.handshake(conn, r, Frame{Op: OpSyncStart, Epoch: epoch}); err != nil {
 			conn.Close()
 			return nil, false, err
 		}
@@ -134,18 +175,18 @@ func (l *link) connect() (net.Conn, bool, error) {
 	return &bufferedConn{Conn: conn, r: r}, syncing, nil
 }
 
-func (l *link) handshake(conn net.Conn, r *bufio.Reader, f Frame) error {
+func (l *link) handshake(conn net.Conn, r *bufio.Reader, f Frame) (Frame, error) {
 	if _, err := f.WriteTo(conn); err != nil {
-		return fmt.Errorf("send op %d: %w", f.Op, err)
+		return Frame{}, fmt.Errorf("send op %d: %w", f.Op, err)
 	}
 	reply, err := ReadFrame(r)
 	if err != nil {
-		return fmt.Errorf("read reply to op %d: %w", f.Op, err)
+		return Frame{}, fmt.Errorf("read reply to op %d: %w", f.Op, err)
 	}
 	if err := reply.Status.Err(); err != nil {
-		return fmt.Errorf("op %d refused at epoch %d (replica at %d): %w", f.Op, f.Epoch, reply.Epoch, err)
+		return Frame{}, fmt.Errorf("op %d refused at epoch %d (replica at %d): %w", f.Op, f.Epoch, reply.Epoch, err)
 	}
-	return nil
+	return reply, nil
 }
 
 // bufferedConn keeps bytes the handshake reader buffered.
@@ -209,7 +250,8 @@ func (l *link) onReply(f Frame) {
 	delete(l.outstanding, f.ID)
 	switch err := f.Status.Err(); {
 	case err == nil:
-		l.ackLocked(pd)
+		l.flushedLocked(f.ID)
+		l.ackLocked(pd, f)
 	case errors.Is(err, ErrStaleEpoch):
 		p.fenceLocked(fmt.Errorf("%w: replica %s is at epoch %d", ErrDeposed, l.node, f.Epoch))
 	default:
@@ -217,17 +259,49 @@ func (l *link) onReply(f Frame) {
 	}
 }
 
-func (l *link) ackLocked(pd *pending) {
+// flushedLocked forgets the regions a flush, now acknowledged, made
+// durable.
+func (l *link) flushedLocked(id uint64) {
+	i := 0
+	for i < len(l.flushing) && l.flushing[i].id <= id {
+		i++
+	}
+	l.flushing = l.flushing[i:]
+}
+
+// missedLocked is what the replica may lack if it left the write path
+// now: every region not yet durable there.
+func (l *link) missedLocked() regionSet {
+	out := regionSet{}
+	out.union(l.unflushed)
+	for _, f := range l.flushing {
+		out.union(f.regions)
+	}
+	return out
+}
+
+// trackableLocked says whether the replica held the primary's data when
+// it left, bar what missedLocked lists: it was verified or InSync from
+// the start, or its copy was complete.
+func (l *link) trackableLocked() bool {
+	return l.incarnation != 0 && (l.state == InSync && l.verified.Load() || l.copied.Load())
+}
+
+func (l *link) ackLocked(pd *pending, f Frame) {
 	if pd.op != nil && l.p.ops[pd.op.id] == pd.op {
 		pd.op.acked[pd.idx] = true
 		l.p.tryCompleteLocked(pd.op)
 	}
 	if pd.copied > 0 {
 		l.syncedBytes.Add(pd.copied)
+		l.copiedBytes.Add(pd.copied)
 		<-pd.tokens
 	}
 	if pd.done != nil {
 		pd.done <- nil
+	}
+	if pd.reply != nil {
+		pd.reply <- f
 	}
 }
 
@@ -266,6 +340,7 @@ func (l *link) failLocked(err error) {
 		return
 	}
 	l.faulted = err
+	l.p.trackLocked(l)
 	l.shutLocked()
 	klog.InfoS("Replica faulted", append(l.logKeys(), "epoch", l.p.layout.Epoch, "state", l.state, "err", err)...)
 	l.p.wg.Add(1)
@@ -308,6 +383,7 @@ func (l *link) countsLocked() bool {
 func (l *link) reportFault(cause error) {
 	p := l.p
 	defer p.wg.Done()
+	var failingSince time.Time
 	for {
 		if p.opts.Reporter == nil {
 			klog.ErrorS(cause, "No controller to report a faulted replica to; writes that need it wait", l.logKeys()...)
@@ -315,7 +391,22 @@ func (l *link) reportFault(cause error) {
 		}
 		layout := p.Layout()
 		next, err := p.opts.Reporter.ReplicaFaulted(p.ctx, layout.VolumeID, layout.Epoch, l.node, cause)
-		if err == nil {
+		switch {
+		case err != nil && failingSince.IsZero():
+			failingSince = time.Now()
+		case err != nil && time.Since(failingSince) >= p.opts.FenceTimeout:
+			// Writes wait for this replica and nobody answers: the
+			// controller may be gone, or this node cut off from it, in
+			// which case it has likely given the volume to another
+			// primary. Stop serving, so that clients look for the
+			// current primary instead of waiting here.
+			p.mu.Lock()
+			p.fenceLocked(fmt.Errorf("%w: report about %s unanswered for %s: %v",
+				ErrUnreachable, l.node, time.Since(failingSince).Round(time.Millisecond), err))
+			p.mu.Unlock()
+			return
+		case err == nil:
+			failingSince = time.Time{}
 			err = p.UpdateLayout(next)
 		}
 		if err != nil {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"slices"
 	"sync"
 	"time"
 
@@ -29,6 +30,14 @@ var (
 	// ErrIncomplete means the local replica's background copy never
 	// finished: it may lack acknowledged writes and cannot serve.
 	ErrIncomplete = errors.New("replica copy incomplete")
+	// ErrUnreachable means the primary stopped serving because writes
+	// waited on a report the controller did not answer in time: the
+	// volume has likely moved to another primary.
+	ErrUnreachable = errors.New("controller unreachable")
+	// ErrDegraded means a write waited longer than DegradedTimeout for
+	// the volume to have MinInSync replicas again. It was not
+	// acknowledged.
+	ErrDegraded = errors.New("too few in-sync replicas")
 )
 
 // Dialer opens connections to replicas. *net.Dialer dials plain TCP; a
@@ -72,7 +81,21 @@ type PrimaryOptions struct {
 	// CopyWindow bounds the copy bytes in flight to one replica. Zero
 	// means 16 MiB.
 	CopyWindow int
+	// FenceTimeout is how long a fault report may go unanswered while
+	// writes wait for it before the primary stops serving (ErrUnreachable).
+	// Zero means DefaultFenceTimeout.
+	FenceTimeout time.Duration
+	// DegradedTimeout is how long a write waits for the volume to have
+	// Layout.MinInSync replicas before it fails with ErrDegraded. Zero
+	// means DefaultDegradedTimeout.
+	DegradedTimeout time.Duration
 }
+
+// Defaults of PrimaryOptions.
+const (
+	DefaultFenceTimeout    = 4 * time.Second
+	DefaultDegradedTimeout = 30 * time.Second
+)
 
 func (o *PrimaryOptions) defaults() {
 	if o.Dialer == nil {
@@ -89,6 +112,12 @@ func (o *PrimaryOptions) defaults() {
 	}
 	if o.CopyWindow == 0 {
 		o.CopyWindow = 16 << 20
+	}
+	if o.FenceTimeout == 0 {
+		o.FenceTimeout = DefaultFenceTimeout
+	}
+	if o.DegradedTimeout == 0 {
+		o.DegradedTimeout = DefaultDegradedTimeout
 	}
 }
 
@@ -118,6 +147,11 @@ type Primary struct {
 	nextID uint64
 	fence  error
 
+	// trackers record, for each replica that left the write path, what
+	// it has missed since, so that it can come back by copying only that
+	// (see tracker).
+	trackers map[string]*tracker
+
 	// generation is the highest attachment generation a layout brought.
 	generation uint64
 	// attached counts the client calls in progress by the attachment
@@ -129,11 +163,12 @@ type Primary struct {
 
 // op is one client request waiting for replica acknowledgements.
 type op struct {
-	id    uint64
-	links []*link
-	acked []bool
-	err   error
-	done  chan struct{}
+	id      uint64
+	links   []*link
+	acked   []bool
+	err     error
+	done    chan struct{}
+	started time.Time
 }
 
 // NewPrimary starts serving the volume held in store with the given
@@ -153,13 +188,15 @@ func NewPrimary(store *blockstore.Replica, layout Layout, opts PrimaryOptions) (
 	p := &Primary{
 		store: store, opts: opts, ctx: ctx, stop: stop,
 		links: map[string]*link{}, ops: map[uint64]*op{},
-		attached: map[uint64]int{},
+		attached: map[uint64]int{}, trackers: map[string]*tracker{},
 	}
 	p.mu.Lock()
 	p.layout = layout
 	p.generation = layout.AttachmentGeneration
-	p.applyLinksLocked(layout)
+	p.startLinksLocked(layout)
 	p.mu.Unlock()
+	p.wg.Add(1)
+	go p.degradedWatch()
 	klog.InfoS("Serving volume as primary", "volume", layout.VolumeID, "epoch", layout.Epoch, "replicas", len(layout.Replicas))
 	return p, nil
 }
@@ -431,7 +468,12 @@ func (p *Primary) sequence(f Frame, local func() error) (*op, error) {
 		return nil, p.fence
 	}
 	p.nextID++
-	o := &op{id: p.nextID, done: make(chan struct{})}
+	o := &op{id: p.nextID, done: make(chan struct{}), started: time.Now()}
+	if f.Op == OpWrite || f.Op == OpZero {
+		for _, t := range p.trackers {
+			t.missed.add(int64(f.Offset), int64(f.Length))
+		}
+	}
 	for _, l := range p.links {
 		if l.faulted != nil && !l.countsLocked() {
 			continue
@@ -451,13 +493,67 @@ func (p *Primary) sequence(f Frame, local func() error) (*op, error) {
 // acknowledged it. A replica whose link joined after o was sequenced is
 // not in o.links: it gets o's data from the background copy, which ends
 // before it can become InSync.
+//
+// It also waits until the primary and the counting replicas that have o
+// are at least Layout.MinInSync: below that the volume keeps writes
+// waiting rather than acknowledge them with too few copies. A counting
+// replica that is not in o.links has o through its copy.
 func (p *Primary) tryCompleteLocked(o *op) {
+	copies := 1
 	for i, l := range o.links {
-		if !o.acked[i] && l.countsLocked() {
+		switch {
+		case !l.countsLocked():
+		case !o.acked[i]:
+			return
+		default:
+			copies++
+		}
+	}
+	if copies < p.layout.MinInSync {
+		for _, l := range p.links {
+			if l.countsLocked() && !slices.Contains(o.links, l) {
+				copies++
+			}
+		}
+		if copies < p.layout.MinInSync {
 			return
 		}
 	}
 	p.finishOpLocked(o, nil)
+}
+
+// degradedWatch fails writes that have waited DegradedTimeout for the
+// volume to have enough in-sync replicas.
+func (p *Primary) degradedWatch() {
+	defer p.wg.Done()
+	t := time.NewTicker(max(p.opts.DegradedTimeout/8, 10*time.Millisecond))
+	defer t.Stop()
+	for {
+		select {
+		case <-p.ctx.Done():
+			return
+		case now := <-t.C:
+			p.mu.Lock()
+			for _, o := range p.ops {
+				if now.Sub(o.started) > p.opts.DegradedTimeout && p.waitsForCopiesLocked(o) {
+					p.finishOpLocked(o, fmt.Errorf("volume %s: %w: waited %s for %d",
+						p.layout.VolumeID, ErrDegraded, p.opts.DegradedTimeout, p.layout.MinInSync))
+				}
+			}
+			p.mu.Unlock()
+		}
+	}
+}
+
+// waitsForCopiesLocked says whether o waits only because the volume has
+// too few in-sync replicas: every counting replica has acknowledged it.
+func (p *Primary) waitsForCopiesLocked(o *op) bool {
+	for i, l := range o.links {
+		if l.countsLocked() && !o.acked[i] {
+			return false
+		}
+	}
+	return true
 }
 
 func (p *Primary) finishOpLocked(o *op, err error) {
@@ -542,18 +638,41 @@ func (p *Primary) validateUpdateLocked(l Layout) error {
 	return nil
 }
 
-// applyLinksLocked makes the set of links match l.
-func (p *Primary) applyLinksLocked(l Layout) {
-	want := map[string]ReplicaInfo{}
+// startLinksLocked connects a new primary to the other replicas of l.
+// Those InSync are verified against the primary's data: a previous
+// primary may have sent writes no client saw acknowledged to some of
+// them and not to others.
+func (p *Primary) startLinksLocked(l Layout) {
 	for _, r := range l.Replicas {
+		if r.NodeID != p.opts.NodeID && (r.State == InSync || r.State == Syncing) {
+			p.links[r.NodeID] = p.startLink(r, r.State == InSync, nil)
+		}
+	}
+}
+
+// applyLinksLocked makes the set of links match l. A replica that leaves
+// the write path but stays in the layout gets a tracker; a Syncing one
+// that comes back takes its tracker along to its resync.
+func (p *Primary) applyLinksLocked(l Layout) {
+	want, listed := map[string]ReplicaInfo{}, map[string]bool{}
+	for _, r := range l.Replicas {
+		listed[r.NodeID] = true
 		if r.NodeID != p.opts.NodeID && (r.State == InSync || r.State == Syncing) {
 			want[r.NodeID] = r
 		}
 	}
 	for id, lk := range p.links {
 		if _, ok := want[id]; !ok {
+			if lk.faulted == nil {
+				p.trackLocked(lk)
+			}
 			lk.closeLocked()
 			delete(p.links, id)
+		}
+	}
+	for id := range p.trackers {
+		if !listed[id] {
+			delete(p.trackers, id)
 		}
 	}
 	for id, r := range want {
@@ -564,11 +683,23 @@ func (p *Primary) applyLinksLocked(l Layout) {
 			ok = false
 		}
 		if !ok {
-			p.links[id] = p.startLink(r)
+			resume := p.trackers[id]
+			delete(p.trackers, id)
+			p.links[id] = p.startLink(r, false, resume)
 			continue
 		}
 		lk.state = r.State
 	}
+}
+
+// trackLocked starts recording what the replica of a link leaving the
+// write path misses, if the link knows what it may lack already.
+func (p *Primary) trackLocked(l *link) {
+	if !l.trackableLocked() {
+		delete(p.trackers, l.node)
+		return
+	}
+	p.trackers[l.node] = &tracker{incarnation: l.incarnation, missed: l.missedLocked()}
 }
 
 func states(l Layout) []string {
@@ -601,9 +732,13 @@ type ReplicaStatus struct {
 	Connected bool
 	// Fault is why the replica left the write path, if it did.
 	Fault string
-	// SyncedBytes and TotalBytes give a Syncing replica's copy progress.
+	// SyncedBytes and TotalBytes give a resync's progress: the bytes it
+	// covers and the part it has compared or copied. A replica that comes
+	// back after a short absence covers only what it missed.
 	SyncedBytes int64
 	TotalBytes  int64
+	// CopiedBytes is what the resync has sent so far.
+	CopiedBytes int64
 }
 
 // Status reports every replica of the layout as the primary sees it,
@@ -621,12 +756,16 @@ func (p *Primary) Status() []ReplicaStatus {
 		if l, ok := p.links[r.NodeID]; ok {
 			st.Connected = l.conn != nil && l.faulted == nil
 			st.SyncedBytes = l.syncedBytes.Load()
+			st.CopiedBytes = l.copiedBytes.Load()
+			if total := l.syncTotal.Load(); total > 0 {
+				st.TotalBytes = total
+			}
 			if l.faulted != nil {
 				st.Fault = l.faulted.Error()
 			}
 		}
 		if r.State == InSync && st.Fault == "" {
-			st.SyncedBytes = size
+			st.SyncedBytes = st.TotalBytes
 		}
 		out = append(out, st)
 	}

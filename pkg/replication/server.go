@@ -210,7 +210,7 @@ func (c *serverConn) hello() error {
 		return err
 	}
 	c.replica, c.size, c.reader = rep, rep.Size(), r
-	c.reply(f, StatusOK, nil)
+	c.replyHello(f, rep.Meta().Incarnation)
 	c.flush()
 	return nil
 }
@@ -311,7 +311,7 @@ func (c *serverConn) apply(f *Frame) {
 		c.replyErr(*f, c.replica.SetRebuilding(true))
 	case f.Op == OpSyncDone:
 		c.replyErr(*f, c.replica.SetRebuilding(false))
-	case f.Op == OpRead:
+	case f.Op == OpRead, f.Op == OpChecksum:
 		c.replyErr(*f, nil, payload...)
 	default:
 		c.finish(*f, f.Flags&FlagFUA != 0 || f.Op == OpFlush)
@@ -329,6 +329,10 @@ func (c *serverConn) applyData(f *Frame, payload *[]byte) error {
 	case OpRead:
 		*payload = make([]byte, f.Length)
 		return c.replica.ReadAt(*payload, int64(f.Offset))
+	case OpChecksum:
+		sum, err := c.replica.Checksum(int64(f.Offset), int64(f.Length))
+		*payload = binary.BigEndian.AppendUint64(nil, sum)
+		return err
 	}
 	return nil
 }
@@ -368,11 +372,20 @@ func (c *serverConn) replyErr(f Frame, err error, payload ...byte) {
 }
 
 func (c *serverConn) reply(req Frame, st Status, payload []byte) {
-	var epoch uint64
+	c.send(Frame{Op: OpReply, ID: req.ID, Status: st, Payload: payload})
+}
+
+// replyHello accepts a hello, telling the primary the replica's
+// incarnation.
+func (c *serverConn) replyHello(req Frame, incarnation uint64) {
+	c.send(Frame{Op: OpReply, ID: req.ID, Status: StatusOK, Offset: incarnation})
+}
+
+// send queues a reply carrying the replica's epoch.
+func (c *serverConn) send(f Frame) {
 	if c.replica != nil {
-		epoch = c.replica.Epoch()
+		f.Epoch = c.replica.Epoch()
 	}
-	f := Frame{Op: OpReply, ID: req.ID, Epoch: epoch, Status: st, Payload: payload}
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
 	if c.werr == nil {

@@ -50,7 +50,11 @@ const (
 	OpSyncStart Op = 6 // a background copy begins: mark the replica rebuilding
 	OpSyncDone  Op = 7 // the copy is complete: clear the rebuilding mark
 	OpReply     Op = 8
+	OpChecksum  Op = 9 // reply payload: 8-byte checksum of [offset, offset+length)
 )
+
+// A reply to OpHello carries the replica's incarnation (see
+// blockstore.Meta) in its offset field.
 
 // Frame flags.
 const (
@@ -236,7 +240,7 @@ func validateRequest(f *Frame, size int64) error {
 			return fmt.Errorf("%w: length %d, payload %d", ErrBadRequest, f.Length, len(f.Payload))
 		}
 		length = uint64(f.Length)
-	case OpZero, OpRead:
+	case OpZero, OpRead, OpChecksum:
 		if len(f.Payload) != 0 {
 			return fmt.Errorf("%w: unexpected payload", ErrBadRequest)
 		}

@@ -223,8 +223,11 @@ type Layout struct {
 	// ControllerPublish). The primary refuses NBD clients that present a
 	// lower one, so a frontend left on a previous node cannot write.
 	AttachmentGeneration uint64 `protobuf:"varint,6,opt,name=attachment_generation,json=attachmentGeneration,proto3" json:"attachment_generation,omitempty"`
-	unknownFields        protoimpl.UnknownFields
-	sizeCache            protoimpl.SizeCache
+	// min_in_sync is the fewest replicas, the primary included, that must
+	// hold a write before it is acknowledged; below it writes wait.
+	MinInSync     int32 `protobuf:"varint,7,opt,name=min_in_sync,json=minInSync,proto3" json:"min_in_sync,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Layout) Reset() {
@@ -299,6 +302,13 @@ func (x *Layout) GetAttachmentGeneration() uint64 {
 	return 0
 }
 
+func (x *Layout) GetMinInSync() int32 {
+	if x != nil {
+		return x.MinInSync
+	}
+	return 0
+}
+
 // ReplicaStatus is one replica as the primary sees it.
 type ReplicaStatus struct {
 	state  protoimpl.MessageState `protogen:"open.v1"`
@@ -308,9 +318,13 @@ type ReplicaStatus struct {
 	Connected bool `protobuf:"varint,3,opt,name=connected,proto3" json:"connected,omitempty"`
 	// fault says why the replica left the write path, if it did.
 	Fault string `protobuf:"bytes,4,opt,name=fault,proto3" json:"fault,omitempty"`
-	// synced_bytes of total_bytes have been copied to a SYNCING replica.
-	SyncedBytes   int64 `protobuf:"varint,5,opt,name=synced_bytes,json=syncedBytes,proto3" json:"synced_bytes,omitempty"`
-	TotalBytes    int64 `protobuf:"varint,6,opt,name=total_bytes,json=totalBytes,proto3" json:"total_bytes,omitempty"`
+	// synced_bytes of total_bytes have been compared or copied by the
+	// replica's resync. A replica that returned after a short absence
+	// covers only the regions it missed.
+	SyncedBytes int64 `protobuf:"varint,5,opt,name=synced_bytes,json=syncedBytes,proto3" json:"synced_bytes,omitempty"`
+	TotalBytes  int64 `protobuf:"varint,6,opt,name=total_bytes,json=totalBytes,proto3" json:"total_bytes,omitempty"`
+	// copied_bytes is what the resync has sent to the replica so far.
+	CopiedBytes   int64 `protobuf:"varint,7,opt,name=copied_bytes,json=copiedBytes,proto3" json:"copied_bytes,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -383,6 +397,13 @@ func (x *ReplicaStatus) GetSyncedBytes() int64 {
 func (x *ReplicaStatus) GetTotalBytes() int64 {
 	if x != nil {
 		return x.TotalBytes
+	}
+	return 0
+}
+
+func (x *ReplicaStatus) GetCopiedBytes() int64 {
+	if x != nil {
+		return x.CopiedBytes
 	}
 	return 0
 }
@@ -1630,7 +1651,7 @@ const file_trireme_v1_node_proto_rawDesc = "" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12\x12\n" +
 	"\x04zone\x18\x02 \x01(\tR\x04zone\x12\x18\n" +
 	"\aaddress\x18\x03 \x01(\tR\aaddress\x12.\n" +
-	"\x05state\x18\x04 \x01(\x0e2\x18.trireme.v1.ReplicaStateR\x05state\"\xde\x01\n" +
+	"\x05state\x18\x04 \x01(\x0e2\x18.trireme.v1.ReplicaStateR\x05state\"\xfe\x01\n" +
 	"\x06Layout\x12\x1b\n" +
 	"\tvolume_id\x18\x01 \x01(\tR\bvolumeId\x12\x1d\n" +
 	"\n" +
@@ -1638,7 +1659,8 @@ const file_trireme_v1_node_proto_rawDesc = "" +
 	"\x05epoch\x18\x03 \x01(\x04R\x05epoch\x12\x18\n" +
 	"\aprimary\x18\x04 \x01(\tR\aprimary\x123\n" +
 	"\breplicas\x18\x05 \x03(\v2\x17.trireme.v1.ReplicaInfoR\breplicas\x123\n" +
-	"\x15attachment_generation\x18\x06 \x01(\x04R\x14attachmentGeneration\"\xd0\x01\n" +
+	"\x15attachment_generation\x18\x06 \x01(\x04R\x14attachmentGeneration\x12\x1e\n" +
+	"\vmin_in_sync\x18\a \x01(\x05R\tminInSync\"\xf3\x01\n" +
 	"\rReplicaStatus\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12.\n" +
 	"\x05state\x18\x02 \x01(\x0e2\x18.trireme.v1.ReplicaStateR\x05state\x12\x1c\n" +
@@ -1646,7 +1668,8 @@ const file_trireme_v1_node_proto_rawDesc = "" +
 	"\x05fault\x18\x04 \x01(\tR\x05fault\x12!\n" +
 	"\fsynced_bytes\x18\x05 \x01(\x03R\vsyncedBytes\x12\x1f\n" +
 	"\vtotal_bytes\x18\x06 \x01(\x03R\n" +
-	"totalBytes\"\x83\x02\n" +
+	"totalBytes\x12!\n" +
+	"\fcopied_bytes\x18\a \x01(\x03R\vcopiedBytes\"\x83\x02\n" +
 	"\x06Volume\x12\x1b\n" +
 	"\tvolume_id\x18\x01 \x01(\tR\bvolumeId\x12\x1d\n" +
 	"\n" +
