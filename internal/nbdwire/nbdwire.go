@@ -59,3 +59,7 @@ const (
 
 // CmdFlagFUA asks for the command's data to be durable before the reply.
 const CmdFlagFUA uint16 = 1 << 0
+
+// ErrnoShutdown is NBD_ESHUTDOWN in a simple reply: the server is going
+// away, and the client should send the request again elsewhere.
+const ErrnoShutdown uint32 = 108

@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"errors"
 	"fmt"
 
 	"github.com/trireme-csi/trireme/pkg/nbd"
@@ -28,6 +29,21 @@ func (x *attachedExport) enter() error {
 	return nil
 }
 
+// servingErr tells NBD clients of a primary that stopped serving to send
+// their requests again elsewhere (NBD_ESHUTDOWN): the volume has another
+// primary, or will have one once the controller answers. Their writes
+// were not acknowledged, so sending them again is safe.
+func servingErr(err error) error {
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, replication.ErrDeposed), errors.Is(err, replication.ErrClosed),
+		errors.Is(err, replication.ErrUnreachable):
+		return fmt.Errorf("%w: %w", err, nbd.ErrShutdown)
+	}
+	return err
+}
+
 // check reports whether a request would be admitted now.
 func (x *attachedExport) check() error {
 	if err := x.enter(); err != nil {
@@ -43,7 +59,7 @@ func (x *attachedExport) ReadAt(ctx context.Context, p []byte, off int64) error 
 		return err
 	}
 	defer x.Leave(x.generation)
-	return x.Primary.ReadAt(ctx, p, off)
+	return servingErr(x.Primary.ReadAt(ctx, p, off))
 }
 
 // WriteAt writes unless the client's attachment is stale.
@@ -52,7 +68,7 @@ func (x *attachedExport) WriteAt(ctx context.Context, p []byte, off int64, fua b
 		return err
 	}
 	defer x.Leave(x.generation)
-	return x.Primary.WriteAt(ctx, p, off, fua)
+	return servingErr(x.Primary.WriteAt(ctx, p, off, fua))
 }
 
 // Flush flushes unless the client's attachment is stale.
@@ -61,7 +77,7 @@ func (x *attachedExport) Flush(ctx context.Context) error {
 		return err
 	}
 	defer x.Leave(x.generation)
-	return x.Primary.Flush(ctx)
+	return servingErr(x.Primary.Flush(ctx))
 }
 
 // Trim discards unless the client's attachment is stale.
@@ -70,7 +86,7 @@ func (x *attachedExport) Trim(ctx context.Context, off, length int64) error {
 		return err
 	}
 	defer x.Leave(x.generation)
-	return x.Primary.Trim(ctx, off, length)
+	return servingErr(x.Primary.Trim(ctx, off, length))
 }
 
 // WriteZeroes zeroes unless the client's attachment is stale.
@@ -79,5 +95,5 @@ func (x *attachedExport) WriteZeroes(ctx context.Context, off, length int64, fua
 		return err
 	}
 	defer x.Leave(x.generation)
-	return x.Primary.WriteZeroes(ctx, off, length, fua)
+	return servingErr(x.Primary.WriteZeroes(ctx, off, length, fua))
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"syscall"
 	"testing"
 
@@ -130,5 +131,28 @@ func TestNewerAttachmentFencesOlderConnections(t *testing.T) {
 	want := image(testSize, fill{0x11, 0, 4096}, fill{0x33, 8192, 4096})
 	if got := checksum(t, a, "vol-f"); got != want {
 		t.Errorf("replica checksum %s, want %s (the stale write must not land)", got, want)
+	}
+}
+
+func TestServingErrSendsClientsElsewhereOnlyWhenThePrimaryStopped(t *testing.T) {
+	tests := []struct {
+		err      error
+		shutdown bool
+	}{
+		{fmt.Errorf("x: %w", replication.ErrDeposed), true},
+		{replication.ErrClosed, true},
+		{fmt.Errorf("x: %w", replication.ErrUnreachable), true},
+		{fmt.Errorf("x: %w", replication.ErrDegraded), false},
+		{fmt.Errorf("x: %w", replication.ErrStaleAttachment), false},
+		{errors.New("disk on fire"), false},
+	}
+	for _, tt := range tests {
+		err := servingErr(tt.err)
+		if got := errors.Is(err, nbd.ErrShutdown); got != tt.shutdown || !errors.Is(err, tt.err) {
+			t.Errorf("servingErr(%v) = %v: ErrShutdown %v, want %v, keeping the cause", tt.err, err, got, tt.shutdown)
+		}
+	}
+	if servingErr(nil) != nil {
+		t.Error("servingErr(nil) is not nil")
 	}
 }

@@ -148,7 +148,8 @@ var _ nbd.Export = (*replication.Primary)(nil)
 // (NBD_REP_ERR_POLICY); a higher or equal one is served
 // through an attachedExport, which refuses requests once a later publish
 // raises the primary's generation past it. A bare volume id is
-// administrative access and is never fenced (see api.ExportName).
+// administrative access and is never fenced (see api.ExportName); it is
+// served through an attachedExport too, at generation 0.
 func (e primaryExports) Lookup(name string) (nbd.Export, error) {
 	id, gen, err := api.ParseExportName(name)
 	if err != nil {
@@ -160,8 +161,6 @@ func (e primaryExports) Lookup(name string) (nbd.Export, error) {
 	switch {
 	case !ok || p.Fenced() != nil:
 		return nil, fmt.Errorf("volume %s: %w", id, nbd.ErrNoExport)
-	case gen == 0:
-		return p, nil
 	}
 	x := &attachedExport{Primary: p, generation: gen}
 	if err := x.check(); err != nil {

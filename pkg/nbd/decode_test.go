@@ -194,6 +194,7 @@ func TestErrnoOf(t *testing.T) {
 		{syscall.EROFS, errnoPerm},
 		{syscall.EPERM, errnoPerm},
 		{fmt.Errorf("stale client: %w", ErrPolicy), errnoPerm},
+		{fmt.Errorf("deposed: %w", ErrShutdown), nbdwire.ErrnoShutdown},
 	}
 	for _, tt := range tests {
 		t.Run(tt.err.Error(), func(t *testing.T) {

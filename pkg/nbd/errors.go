@@ -3,6 +3,8 @@ package nbd
 import (
 	"errors"
 	"syscall"
+
+	"github.com/trireme-csi/trireme/internal/nbdwire"
 )
 
 // ErrServerClosed is returned by Serve and ServeConn once Close was called.
@@ -20,6 +22,11 @@ var ErrReadOnly = errors.New("nbd: export is read-only")
 // client the export exists for, or by an Export to refuse it a request;
 // the client then sees NBD_REP_ERR_POLICY, or EPERM for a request.
 var ErrPolicy = errors.New("nbd: refused by server policy")
+
+// ErrShutdown may be returned (or wrapped) by an Export that has stopped
+// serving, for example because another server took the export over; the
+// client then sees NBD_ESHUTDOWN and sends the request again elsewhere.
+var ErrShutdown = errors.New("nbd: export is shutting down")
 
 // ErrNoExport may be returned by Exports.Lookup for a name it does not
 // serve.
@@ -57,6 +64,8 @@ var (
 // Anything unrecognised, including a timeout, is an I/O error.
 func errnoOf(err error) uint32 {
 	switch {
+	case errors.Is(err, ErrShutdown):
+		return nbdwire.ErrnoShutdown
 	case errors.Is(err, ErrNoSpace), errors.Is(err, syscall.ENOSPC),
 		errors.Is(err, syscall.EDQUOT), errors.Is(err, syscall.EFBIG):
 		return errnoNoSpace

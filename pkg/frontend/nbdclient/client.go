@@ -39,6 +39,9 @@ const (
 	// unacknowledged by the peer's TCP stack before the connection is
 	// declared dead.
 	DefaultDeadPeerTimeout = 15 * time.Second
+	// DefaultStallTimeout is how long a request may wait for its reply
+	// before the client asks its Endpoint whether the export has moved.
+	DefaultStallTimeout = time.Second
 )
 
 // Backoff between connection attempts, and how long Close waits for the
@@ -74,6 +77,12 @@ type Options struct {
 	// that a server that vanished without closing is noticed. Zero means
 	// DefaultDeadPeerTimeout.
 	DeadPeerTimeout time.Duration
+	// StallTimeout is how long a request may wait before the client asks
+	// the Endpoint where the export is now. A server that hangs without
+	// closing (stopped, or cut off) has usually been replaced: when the
+	// Endpoint names another address, the client leaves the connection
+	// and sends its requests there. Zero means DefaultStallTimeout.
+	StallTimeout time.Duration
 }
 
 // withDefaults fills the zero fields of o.
@@ -86,6 +95,9 @@ func (o Options) withDefaults() Options {
 	}
 	if o.DeadPeerTimeout <= 0 {
 		o.DeadPeerTimeout = DefaultDeadPeerTimeout
+	}
+	if o.StallTimeout <= 0 {
+		o.StallTimeout = DefaultStallTimeout
 	}
 	return o
 }
@@ -124,8 +136,43 @@ func Dial(ctx context.Context, opts Options) (*Client, error) {
 	}
 	c.info = s.info
 	c.install(s)
+	c.wg.Add(1)
+	go c.watchStalls()
 	klog.InfoS("Connected to NBD export", "volume", opts.ExportName, "addr", s.addr, "size", s.info.size)
 	return c, nil
+}
+
+// watchStalls leaves a session whose requests wait longer than
+// StallTimeout once the Endpoint says the export is served elsewhere.
+func (c *Client) watchStalls() {
+	defer c.wg.Done()
+	t := time.NewTicker(c.opts.StallTimeout / 2)
+	defer t.Stop()
+	for {
+		select {
+		case <-c.ctx.Done():
+			return
+		case <-t.C:
+		}
+		c.mu.Lock()
+		s := c.sess
+		c.mu.Unlock()
+		if s == nil {
+			continue
+		}
+		oldest := s.oldest()
+		if oldest.IsZero() || time.Since(oldest) < c.opts.StallTimeout {
+			continue
+		}
+		ctx, cancel := context.WithTimeout(c.ctx, c.opts.ConnectTimeout)
+		addr, err := c.opts.Endpoint(ctx)
+		cancel()
+		if err != nil || addr == s.addr {
+			continue
+		}
+		s.fail(fmt.Errorf("%w: requests waited %s on %s; the export is now at %s",
+			errConnLost, time.Since(oldest).Round(time.Millisecond), s.addr, addr))
+	}
 }
 
 // Size returns the export size in bytes, as first negotiated.

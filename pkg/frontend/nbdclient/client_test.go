@@ -413,3 +413,52 @@ func TestRefusalByPolicyIsFinal(t *testing.T) {
 		t.Errorf("Dial to the refusing server = %v, want ErrForbidden", err)
 	}
 }
+
+// A server that hangs without closing (a stopped process) leaves requests
+// waiting forever. Once the Endpoint names another server, the client
+// leaves the hung one and the request completes there.
+func TestStalledRequestMovesWhenTheExportMoves(t *testing.T) {
+	hung, next := newMemExport(exportSize), newMemExport(exportSize)
+	hung.gate, hung.entered = make(chan struct{}), make(chan string, 16)
+	defer close(hung.gate)
+	a := startServer(t, exports{exportName: hung})
+	b := startServer(t, exports{exportName: next})
+	var mu sync.Mutex
+	target := a
+	resolve := func(ctx context.Context) (string, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		return target.endpoint(ctx)
+	}
+	c, err := Dial(context.Background(), Options{Endpoint: resolve, ExportName: exportName,
+		RetryTimeout: 20 * time.Second, StallTimeout: 200 * time.Millisecond})
+	if err != nil {
+		t.Fatalf("Dial: %v", err)
+	}
+	defer c.Close()
+
+	done := make(chan error, 1)
+	data := pattern(8192, 5)
+	go func() { done <- c.WriteAt(context.Background(), data, 4096, false) }()
+	<-hung.entered
+	// Still served here: a slow request alone does not move the client.
+	select {
+	case err := <-done:
+		t.Fatalf("write returned %v while its server hung", err)
+	case <-time.After(600 * time.Millisecond):
+	}
+	mu.Lock()
+	target = b
+	mu.Unlock()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("write after the move: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("write still waiting on the hung server after the export moved")
+	}
+	if !bytes.Equal(next.bytes(4096, len(data)), data) {
+		t.Fatal("the new server does not hold the write")
+	}
+}

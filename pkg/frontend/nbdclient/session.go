@@ -23,6 +23,7 @@ type call struct {
 	buf     []byte // READ destination
 	err     error
 	done    chan struct{} // one value per delivered reply
+	sent    time.Time     // when the current session took it
 }
 
 // newCall returns a call for req.
@@ -92,8 +93,23 @@ func (s *session) register(c *call) error {
 	if s.err != nil {
 		return fmt.Errorf("%w: %w", errConnLost, s.err)
 	}
+	c.sent = time.Now()
 	s.pending[c.req.cookie] = c
 	return nil
+}
+
+// oldest returns when the longest-waiting request was sent, or the zero
+// time when none waits.
+func (s *session) oldest() time.Time {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var t time.Time
+	for _, c := range s.pending {
+		if t.IsZero() || c.sent.Before(t) {
+			t = c.sent
+		}
+	}
+	return t
 }
 
 // send writes c's request. A write that cannot finish before ctx's

@@ -9,7 +9,7 @@ import (
 
 // errnoShutdown is NBD_ESHUTDOWN: the server is going away and the client
 // should take the request elsewhere.
-const errnoShutdown uint32 = 108
+const errnoShutdown = nbdwire.ErrnoShutdown
 
 // Frame sizes and limits.
 const (
