@@ -26,6 +26,7 @@ import (
 	"github.com/trireme-csi/trireme/pkg/controller"
 	"github.com/trireme-csi/trireme/pkg/controller/apiserver"
 	"github.com/trireme-csi/trireme/pkg/csi"
+	"github.com/trireme-csi/trireme/pkg/replication"
 	"github.com/trireme-csi/trireme/pkg/store/bolt"
 )
 
@@ -110,8 +111,10 @@ func runNode(args []string, stderr io.Writer) error {
 	fs.IntVar(&cfg.APIPort, "api-port", 7601, "TCP port of the Node API (gRPC)")
 	fs.StringVar(&cfg.ControllerAddress, "controller", "", "host:port of the controller's API, for replica fault reports")
 	fs.DurationVar(&cfg.AckTimeout, "ack-timeout", 2*time.Second, "how long a replica may take to acknowledge before it is reported faulted")
+	fs.DurationVar(&cfg.FenceTimeout, "fence-timeout", replication.DefaultFenceTimeout, "how long writes may wait on an unanswered fault report before this node stops serving the volume as primary")
+	fs.DurationVar(&cfg.DegradedTimeout, "degraded-write-timeout", replication.DefaultDegradedTimeout, "how long a write waits for the volume's minimum of in-sync replicas before it fails")
 	fs.Int64Var(&cfg.CapacityBytes, "capacity-bytes", 0, "bytes offered for replicas (0: the size of the data dir's filesystem)")
-	fs.DurationVar(&cfg.HeartbeatInterval, "heartbeat-interval", time.Second, "how often to heartbeat to the controller")
+	fs.DurationVar(&cfg.HeartbeatInterval, "heartbeat-interval", 500*time.Millisecond, "how often to heartbeat to the controller")
 	csiCfg := agent.CSIConfig{Version: version}
 	fs.StringVar(&csiCfg.Endpoint, "csi-endpoint", "", "CSI Node endpoint, unix:///path/csi.sock (empty: no CSI service)")
 	fs.Int64Var(&csiCfg.MaxVolumes, "max-volumes", 0, "most volumes this node stages (0: no limit)")

@@ -54,6 +54,15 @@ type Config struct {
 	// AckTimeout is how long a replica may take to acknowledge before it
 	// is reported faulted. Zero means the replication default.
 	AckTimeout time.Duration
+	// FenceTimeout is how long a primary's writes may wait on a fault
+	// report the controller does not answer before it stops serving and
+	// sends its clients to look for the current primary. Zero means the
+	// replication default.
+	FenceTimeout time.Duration
+	// DegradedTimeout is how long a write waits for a volume to have its
+	// minimum of in-sync replicas before it fails. Zero means the
+	// replication default.
+	DegradedTimeout time.Duration
 	// Topology is the node's topology segment as reported to the
 	// controller; the zone key is added from Zone when missing.
 	Topology map[string]string
@@ -137,6 +146,8 @@ func (c Config) validate() error {
 		return fmt.Errorf("%w: listen address %q is not an IP address", ErrInvalidConfig, c.ListenAddress)
 	case c.AckTimeout < 0:
 		return fmt.Errorf("%w: negative ack timeout %s", ErrInvalidConfig, c.AckTimeout)
+	case c.FenceTimeout < 0 || c.DegradedTimeout < 0:
+		return fmt.Errorf("%w: negative fence or degraded-write timeout", ErrInvalidConfig)
 	case c.CapacityBytes < 0:
 		return fmt.Errorf("%w: negative capacity %d", ErrInvalidConfig, c.CapacityBytes)
 	case c.HeartbeatInterval < 0:
@@ -372,8 +383,10 @@ func (a *Agent) volumeDir(id string) string { return filepath.Join(a.volumesDir(
 
 func (a *Agent) primaryOptions() replication.PrimaryOptions {
 	return replication.PrimaryOptions{
-		NodeID:     a.cfg.NodeID,
-		Reporter:   a.reporter,
-		AckTimeout: a.cfg.AckTimeout,
+		NodeID:          a.cfg.NodeID,
+		Reporter:        a.reporter,
+		AckTimeout:      a.cfg.AckTimeout,
+		FenceTimeout:    a.cfg.FenceTimeout,
+		DegradedTimeout: a.cfg.DegradedTimeout,
 	}
 }

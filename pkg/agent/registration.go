@@ -16,11 +16,14 @@ import (
 
 // defaultHeartbeatInterval is how often a node tells the controller it is
 // alive when Config.HeartbeatInterval is zero.
-const defaultHeartbeatInterval = time.Second
+const defaultHeartbeatInterval = 500 * time.Millisecond
 
 // registrar keeps the node registered with the controller: it registers,
 // then heartbeats every interval, and registers again whenever the
-// controller has forgotten the node (NOT_FOUND) or cannot be reached.
+// controller has forgotten the node (NOT_FOUND) or could not be reached.
+// Registering makes the controller send the node every layout it holds a
+// replica of again, so a node cut off for a while, whose primaries may
+// have stopped serving meanwhile, serves again what is still its own.
 type registrar struct {
 	a        *Agent
 	client   apiv1.RegistryClient
@@ -68,7 +71,7 @@ func (r *registrar) step(registered bool) bool {
 	if status.Code(err) == codes.NotFound {
 		return r.register(ctx)
 	}
-	return true
+	return false
 }
 
 func (r *registrar) register(ctx context.Context) bool {

@@ -21,6 +21,7 @@ type testRegistry struct {
 	registered chan *apiv1.RegisterNodeRequest
 	beats      chan *apiv1.HeartbeatRequest
 	forget     chan struct{}
+	fail       chan struct{}
 }
 
 func (r *testRegistry) RegisterNode(_ context.Context, req *apiv1.RegisterNodeRequest) (*apiv1.RegisterNodeResponse, error) {
@@ -35,6 +36,8 @@ func (r *testRegistry) Heartbeat(_ context.Context, req *apiv1.HeartbeatRequest)
 	select {
 	case <-r.forget:
 		return nil, status.Error(codes.NotFound, "unknown node")
+	case <-r.fail:
+		return nil, status.Error(codes.Unavailable, "controller unreachable")
 	default:
 	}
 	select {
@@ -50,7 +53,7 @@ func TestAgentRegistersAndHeartbeats(t *testing.T) {
 		t.Fatal(err)
 	}
 	reg := &testRegistry{registered: make(chan *apiv1.RegisterNodeRequest, 8),
-		beats: make(chan *apiv1.HeartbeatRequest, 64), forget: make(chan struct{}, 1)}
+		beats: make(chan *apiv1.HeartbeatRequest, 64), forget: make(chan struct{}, 1), fail: make(chan struct{}, 1)}
 	s := grpc.NewServer()
 	apiv1.RegisterRegistryServer(s, reg)
 	go s.Serve(l)
@@ -85,6 +88,12 @@ func TestAgentRegistersAndHeartbeats(t *testing.T) {
 	reg.forget <- struct{}{}
 	if again := receive(t, reg.registered); again.GetNodeId() != "n1" {
 		t.Errorf("re-registration %v", again)
+	}
+	// A controller that could not be reached registers the node again
+	// once it answers, and so sends it its layouts again.
+	reg.fail <- struct{}{}
+	if again := receive(t, reg.registered); again.GetNodeId() != "n1" {
+		t.Errorf("registration after an unanswered heartbeat %v", again)
 	}
 }
 

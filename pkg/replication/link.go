@@ -78,7 +78,7 @@ func (p *Primary) startLink(r ReplicaInfo, verify bool, resume *tracker) *link {
 		wake:        make(chan struct{}, 1),
 		quit:        make(chan struct{}),
 		verify:      verify, resume: resume,
-		unflushed:   regionSet{},
+		unflushed: regionSet{},
 	}
 	p.wg.Add(1)
 	go l.run()
