@@ -1,0 +1,170 @@
+package chaos
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	csipb "github.com/container-storage-interface/spec/lib/go/csi"
+
+	"github.com/trireme-csi/trireme/pkg/api"
+	apiv1 "github.com/trireme-csi/trireme/pkg/api/v1"
+	"github.com/trireme-csi/trireme/pkg/csi"
+)
+
+// volume is a volume the harness created and published.
+type volume struct {
+	name        string
+	id          string
+	size        int64
+	generation  uint64 // attachment generation of the publish
+	publishedTo string
+}
+
+func blockCapability() *csipb.VolumeCapability {
+	return &csipb.VolumeCapability{
+		AccessType: &csipb.VolumeCapability_Block{Block: &csipb.VolumeCapability_BlockVolume{}},
+		AccessMode: &csipb.VolumeCapability_AccessMode{Mode: csipb.VolumeCapability_AccessMode_SINGLE_NODE_WRITER},
+	}
+}
+
+func zoneTopology(zone string) *csipb.Topology {
+	return &csipb.Topology{Segments: map[string]string{api.ZoneTopologyKey: zone}}
+}
+
+// createVolume creates a 3-replica volume with minInSyncReplicas 2, its
+// primary preferably in zone, and publishes it to the node publishTo, as
+// the external-provisioner and external-attacher would.
+func (c *cluster) createVolume(ctx context.Context, name string, size int64, zone, publishTo string) (*volume, error) {
+	var preferred []*csipb.Topology
+	preferred = append(preferred, zoneTopology(zone))
+	for _, z := range c.spec.zones {
+		if z != zone {
+			preferred = append(preferred, zoneTopology(z))
+		}
+	}
+	req := &csipb.CreateVolumeRequest{
+		Name:               name,
+		CapacityRange:      &csipb.CapacityRange{RequiredBytes: size},
+		VolumeCapabilities: []*csipb.VolumeCapability{blockCapability()},
+		Parameters:         map[string]string{csi.ParamReplicas: "3", csi.ParamMinInSyncReplicas: "2"},
+		AccessibilityRequirements: &csipb.TopologyRequirement{
+			Requisite: preferred, Preferred: preferred,
+		},
+	}
+	resp, err := c.controller.csi().CreateVolume(ctx, req)
+	if err != nil {
+		return nil, fmt.Errorf("create volume %s: %w", name, err)
+	}
+	v := &volume{name: name, id: resp.GetVolume().GetVolumeId(), size: resp.GetVolume().GetCapacityBytes(), publishedTo: publishTo}
+	pub, err := c.controller.csi().ControllerPublishVolume(ctx, &csipb.ControllerPublishVolumeRequest{
+		VolumeId: v.id, NodeId: publishTo, VolumeCapability: blockCapability(),
+	})
+	if err != nil {
+		return v, fmt.Errorf("publish volume %s to %s: %w", v.id, publishTo, err)
+	}
+	if v.generation, err = strconv.ParseUint(pub.GetPublishContext()[csi.PublishGeneration], 10, 64); err != nil {
+		return v, fmt.Errorf("publish volume %s: generation: %w", v.id, err)
+	}
+	return v, nil
+}
+
+// deleteVolume unpublishes and deletes the volume.
+func (c *cluster) deleteVolume(ctx context.Context, v *volume) error {
+	_, err := c.controller.csi().ControllerUnpublishVolume(ctx, &csipb.ControllerUnpublishVolumeRequest{VolumeId: v.id, NodeId: v.publishedTo})
+	if err != nil {
+		return fmt.Errorf("unpublish volume %s: %w", v.id, err)
+	}
+	if _, err := c.controller.csi().DeleteVolume(ctx, &csipb.DeleteVolumeRequest{VolumeId: v.id}); err != nil {
+		return fmt.Errorf("delete volume %s: %w", v.id, err)
+	}
+	return nil
+}
+
+// locate asks the controller where the volume is served.
+func (c *cluster) locate(ctx context.Context, id string) (*apiv1.LocateVolumeResponse, error) {
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	return c.controller.registry.LocateVolume(ctx, &apiv1.LocateVolumeRequest{VolumeId: id})
+}
+
+// endpoint resolves the volume's primary NBD address through the
+// controller on every call, as a node's frontend does.
+func (c *cluster) endpoint(id string) func(ctx context.Context) (string, error) {
+	return func(ctx context.Context) (string, error) {
+		resp, err := c.locate(ctx, id)
+		if err != nil {
+			return "", err
+		}
+		if resp.GetPrimaryNbdAddress() == "" {
+			return "", fmt.Errorf("volume %s: no primary address", id)
+		}
+		return resp.GetPrimaryNbdAddress(), nil
+	}
+}
+
+// errNotRedundant means a volume is not back to full redundancy.
+var errNotRedundant = errors.New("volume not at full redundancy")
+
+// redundant says whether a located volume has three InSync replicas, on
+// nodes that heartbeat, and a primary among them.
+func redundant(resp *apiv1.LocateVolumeResponse) error {
+	l := resp.GetLayout()
+	inSync := 0
+	for _, r := range l.GetReplicas() {
+		if r.GetState() == apiv1.ReplicaState_REPLICA_STATE_IN_SYNC {
+			inSync++
+		}
+	}
+	switch {
+	case inSync < 3:
+		return fmt.Errorf("%w: %d InSync: %s", errNotRedundant, inSync, describeLayout(l))
+	case len(resp.GetSilentNodeIds()) > 0:
+		return fmt.Errorf("%w: silent nodes %v: %s", errNotRedundant, resp.GetSilentNodeIds(), describeLayout(l))
+	case resp.GetPrimaryNbdAddress() == "":
+		return fmt.Errorf("%w: primary not registered: %s", errNotRedundant, describeLayout(l))
+	}
+	return nil
+}
+
+// waitRedundant waits until every volume is back to full redundancy.
+func (c *cluster) waitRedundant(ctx context.Context, vols []*volume, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	for {
+		err := c.checkRedundant(ctx, vols)
+		if err == nil {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("not back to full redundancy %s after the faults healed: %w", timeout, err)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+func (c *cluster) checkRedundant(ctx context.Context, vols []*volume) error {
+	var errs []error
+	for _, v := range vols {
+		resp, err := c.locate(ctx, v.id)
+		if err == nil {
+			err = redundant(resp)
+		}
+		if err != nil {
+			errs = append(errs, fmt.Errorf("volume %s: %w", v.name, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// describeLayout is a one-line summary: epoch, primary, replicas.
+func describeLayout(l *apiv1.Layout) string {
+	var reps []string
+	for _, r := range l.GetReplicas() {
+		st := strings.ToLower(strings.TrimPrefix(r.GetState().String(), "REPLICA_STATE_"))
+		reps = append(reps, fmt.Sprintf("%s/%s/%s", r.GetNodeId(), r.GetZone(), st))
+	}
+	return fmt.Sprintf("epoch %d primary %s replicas [%s]", l.GetEpoch(), l.GetPrimary(), strings.Join(reps, " "))
+}
