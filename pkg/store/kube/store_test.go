@@ -1,0 +1,205 @@
+package kube
+
+import (
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+
+	"github.com/trireme-csi/trireme/pkg/replication"
+	"github.com/trireme-csi/trireme/pkg/store"
+)
+
+func TestObjectName(t *testing.T) {
+	hashed := func(s string) bool { return strings.HasPrefix(s, hashedPrefix) && len(s) == len(hashedPrefix)+64 }
+	tests := []struct {
+		key    string
+		itself bool
+	}{
+		{"vol-0f1e2d3c4b5a69788796a5b4c3d2e1f0", true},
+		{"node-a.zone-b", true},
+		{"pvc-0b1c", true},
+		{"Node-z", false},
+		{"vol_a", false},
+		{"h.0123", false}, // would look hashed
+		{"ünïcødé", false},
+		{"with\x00nul", false},
+		{strings.Repeat("x", 254), false},
+	}
+	seen := map[string]string{}
+	for _, tc := range tests {
+		got := objectName(tc.key)
+		if tc.itself && got != tc.key || !tc.itself && !hashed(got) {
+			t.Errorf("objectName(%q) = %q, want itself %v", tc.key, got, tc.itself)
+		}
+		if other, ok := seen[got]; ok {
+			t.Errorf("objectName(%q) = objectName(%q) = %q", tc.key, other, got)
+		}
+		seen[got] = tc.key
+	}
+}
+
+func TestSummary(t *testing.T) {
+	rep := func(node, zone string, st replication.ReplicaState) replication.ReplicaInfo {
+		return replication.ReplicaInfo{NodeID: node, Zone: zone, State: st}
+	}
+	tests := []struct {
+		name      string
+		replicas  []replication.ReplicaInfo
+		minInSync int
+		want      volumeStatus
+	}{
+		{"all in sync", []replication.ReplicaInfo{rep("n1", "a", replication.InSync), rep("n2", "b", replication.InSync)}, 2,
+			volumeStatus{Size: "3Gi", Replicas: 2, InSync: 2, Zones: "a,b", Health: HealthHealthy, Sync: "complete"}},
+		{"one syncing", []replication.ReplicaInfo{rep("n1", "a", replication.InSync), rep("n2", "a", replication.InSync),
+			rep("n3", "c", replication.Syncing)}, 2,
+			volumeStatus{Size: "3Gi", Replicas: 3, InSync: 2, Zones: "a,c", Health: HealthDegraded, Sync: "n3=Syncing"}},
+		{"below minimum", []replication.ReplicaInfo{rep("n1", "a", replication.InSync), rep("n2", "b", replication.Faulted)}, 2,
+			volumeStatus{Size: "3Gi", Replicas: 2, InSync: 1, Zones: "a,b", Health: HealthBlocked, Sync: "n2=Faulted"}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			v := store.Volume{Size: 3 << 30, MinInSyncReplicas: tc.minInSync, Layout: replication.Layout{Replicas: tc.replicas}}
+			if got := summarize(v); got != tc.want {
+				t.Errorf("summarize:\n got %+v\nwant %+v", got, tc.want)
+			}
+		})
+	}
+}
+
+func testVolume(id, name string) store.Volume {
+	return store.Volume{ID: id, Name: name, Size: 1 << 30,
+		Layout:  replication.Layout{VolumeID: id, Size: 1 << 30, Epoch: 1},
+		Created: time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)}
+}
+
+var errLost = errors.New("connection lost")
+
+// failOn fails the first op on a resource, before or after it acts.
+func failOn(m *memory, op string, gvr schema.GroupVersionResource, after bool) {
+	done := false
+	m.fail = func(o string, g schema.GroupVersionResource, _ string) (error, error) {
+		if done || o != op || g != gvr {
+			return nil, nil
+		}
+		done = true
+		if after {
+			return nil, errLost
+		}
+		return errLost, nil
+	}
+}
+
+// TestCreateCrashBeforeClaim: a create that stored the volume but not the
+// claim leaves nothing a read sees, and the name free.
+func TestCreateCrashBeforeClaim(t *testing.T) {
+	m := newMemory()
+	s := &Store{res: m}
+	failOn(m, "create", NameResource, false)
+	if _, err := s.CreateVolume(t.Context(), testVolume("vol-1", "pvc-1")); !errors.Is(err, errLost) {
+		t.Fatalf("CreateVolume: error %v, want %v", err, errLost)
+	}
+	if _, err := s.GetVolume(t.Context(), "vol-1"); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("GetVolume of the unclaimed volume: error %v, want %v", err, store.ErrNotFound)
+	}
+	if page, err := s.ListVolumes(t.Context(), store.ListOptions{}); err != nil || len(page.Volumes) != 0 {
+		t.Errorf("ListVolumes = %v, %v; want no volume", page.Volumes, err)
+	}
+	if _, err := s.CreateVolume(t.Context(), testVolume("vol-2", "pvc-1")); err != nil {
+		t.Errorf("CreateVolume of the name again: %v", err)
+	}
+}
+
+// TestCreateClaimAnswerLost: a claim made whose answer was lost leaves a
+// volume that a retry finds by name.
+func TestCreateClaimAnswerLost(t *testing.T) {
+	m := newMemory()
+	s := &Store{res: m}
+	failOn(m, "create", NameResource, true)
+	if _, err := s.CreateVolume(t.Context(), testVolume("vol-1", "pvc-1")); !errors.Is(err, errLost) {
+		t.Fatalf("CreateVolume: error %v, want %v", err, errLost)
+	}
+	got, err := s.GetVolumeByName(t.Context(), "pvc-1")
+	if err != nil || got.ID != "vol-1" || got.Revision != 1 {
+		t.Errorf("GetVolumeByName = %s at %d, %v; want vol-1 at 1", got.ID, got.Revision, err)
+	}
+}
+
+// TestDeleteCrashBeforeReleasingName: a delete that removed the volume but
+// not the claim frees the name all the same.
+func TestDeleteCrashBeforeReleasingName(t *testing.T) {
+	m := newMemory()
+	s := &Store{res: m}
+	v, err := s.CreateVolume(t.Context(), testVolume("vol-1", "pvc-1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	failOn(m, "delete", NameResource, false)
+	if err := s.DeleteVolume(t.Context(), v.ID, v.Revision); err != nil {
+		t.Fatalf("DeleteVolume: %v", err)
+	}
+	if _, err := m.get(t.Context(), NameResource, "pvc-1"); err != nil {
+		t.Fatalf("the claim should be left over: %v", err)
+	}
+	if _, err := s.GetVolumeByName(t.Context(), "pvc-1"); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("GetVolumeByName: error %v, want %v", err, store.ErrNotFound)
+	}
+	if _, err := s.CreateVolume(t.Context(), testVolume("vol-2", "pvc-1")); err != nil {
+		t.Fatalf("CreateVolume taking over the claim: %v", err)
+	}
+	got, err := s.GetVolumeByName(t.Context(), "pvc-1")
+	if err != nil || got.ID != "vol-2" {
+		t.Errorf("GetVolumeByName = %s, %v; want vol-2", got.ID, err)
+	}
+}
+
+// TestUpdateRetriesForeignWrites: a write to the object that leaves the
+// store revision alone (an operator's label, say) does not fail a
+// compare-and-swap based on that revision.
+func TestUpdateRetriesForeignWrites(t *testing.T) {
+	m := newMemory()
+	s := &Store{res: m}
+	v, err := s.CreateVolume(t.Context(), testVolume("vol-1", "pvc-1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	u, _ := m.get(t.Context(), VolumeResource, "vol-1")
+	u.SetLabels(map[string]string{"team": "a"})
+	if _, err := m.update(t.Context(), VolumeResource, u); err != nil {
+		t.Fatal(err)
+	}
+	v.Attachment.Attach("n1")
+	got, err := s.UpdateVolume(t.Context(), v)
+	if err != nil || got.Revision != 2 || got.Attachment.NodeID != "n1" {
+		t.Errorf("UpdateVolume = rev %d attached %q, %v; want rev 2 attached n1", got.Revision, got.Attachment.NodeID, err)
+	}
+}
+
+func TestStoreErrors(t *testing.T) {
+	gr := VolumeResource.GroupResource()
+	tests := []struct {
+		err  error
+		want error
+	}{
+		{apierrors.NewNotFound(gr, "x"), store.ErrNotFound},
+		{apierrors.NewAlreadyExists(gr, "x"), store.ErrExists},
+		{apierrors.NewConflict(gr, "x", nil), store.ErrConflict},
+		{apierrors.NewInvalid(schema.GroupKind{Group: Group, Kind: VolumeKind}, "x", nil), store.ErrInvalid},
+	}
+	for _, tc := range tests {
+		if got := storeErr(tc.err); !errors.Is(got, tc.want) {
+			t.Errorf("storeErr(%v) = %v, want %v", tc.err, got, tc.want)
+		}
+	}
+}
+
+func TestClosedStoreFails(t *testing.T) {
+	s := &Store{res: newMemory()}
+	s.Close()
+	if _, err := s.GetVolume(t.Context(), "vol-1"); !errors.Is(err, ErrClosed) {
+		t.Errorf("GetVolume after Close: error %v, want %v", err, ErrClosed)
+	}
+}
