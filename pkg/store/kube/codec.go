@@ -49,8 +49,8 @@ func decodeVolume(o volumeObject) (store.Volume, error) {
 	v := store.Volume{
 		ID: s.VolumeID, Name: s.Name, Size: s.SizeBytes, Parameters: nilIfEmpty(s.Parameters),
 		Fingerprint: s.Fingerprint, MinInSyncReplicas: int(s.MinInSyncReplicas),
-		Layout:      replication.Layout{VolumeID: s.VolumeID, Size: s.SizeBytes, Primary: s.Primary},
-		Attachment:  store.Attachment{NodeID: s.Attachment.NodeID},
+		Layout:     replication.Layout{VolumeID: s.VolumeID, Size: s.SizeBytes, Primary: s.Primary},
+		Attachment: store.Attachment{NodeID: s.Attachment.NodeID},
 	}
 	for _, r := range s.Replicas {
 		v.Layout.Replicas = append(v.Layout.Replicas, replication.ReplicaInfo{
