@@ -28,6 +28,21 @@ all: build
 build:
 	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN)/trireme ./cmd/trireme
 
+# image-binary builds the binary the Dockerfile puts in the image: static
+# (no cgo) and reproducible (no paths, build id or VCS stamp in it), so two
+# builds of one commit are byte-identical.
+IMAGE_BINARY ?= $(BIN)/image/trireme
+.PHONY: image-binary
+image-binary:
+	CGO_ENABLED=0 $(GO) build -trimpath -buildvcs=false \
+		-ldflags "-s -w -buildid= $(LDFLAGS)" -o $(IMAGE_BINARY) ./cmd/trireme
+
+# manifests renders deploy/ from charts/trireme and copies deploy/crds into
+# the chart; test/chart fails when they drift apart.
+.PHONY: manifests
+manifests:
+	hack/render-manifests.sh
+
 deps:
 	@hack/install-deps.sh
 
