@@ -42,7 +42,7 @@ func (c *Cluster) KillZone(zone string) (ZoneKill, error) {
 	}
 	k.Gone = time.Now()
 	for _, n := range k.Nodes {
-		klog.InfoS("Killed node agent", "node", n.ID, "zone", zone, "pid", n.PID())
+		klog.V(2).InfoS("Killed node agent", "node", n.ID, "zone", zone, "pid", n.PID())
 	}
 	return k, nil
 }
