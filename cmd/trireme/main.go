@@ -144,7 +144,9 @@ func runController(args []string, stderr io.Writer) error {
 	listen := fs.String("listen-address", "127.0.0.1", "IP address of the controller's internal API")
 	apiPort := fs.Int("api-port", 7700, "TCP port of the internal API (node registry, replica reports)")
 	var opts controller.Options
-	fs.DurationVar(&opts.HeartbeatTimeout, "heartbeat-timeout", controller.DefaultHeartbeatTimeout, "how old a node's heartbeat may be for it to count as live")
+	fs.DurationVar(&opts.HeartbeatTimeout, "heartbeat-timeout", controller.DefaultHeartbeatTimeout, "how old a node's heartbeat may be for it to count as live; a primary silent this long is failed over")
+	fs.DurationVar(&opts.RepairInterval, "repair-interval", controller.DefaultRepairInterval, "how often every volume is checked for failover, lost replicas and placement")
+	fs.DurationVar(&opts.ResumeWindow, "resume-window", controller.DefaultResumeWindow, "how long a lost replica may stay away and still come back by catching up on what it missed")
 	klog.InitFlags(fs)
 	if err := parse(fs, args); err != nil {
 		return err
@@ -189,7 +191,8 @@ func serveController(ctrl *controller.Controller, endpoint, apiAddr string) erro
 	defer stop()
 	klog.InfoS("Controller serving", "endpoint", endpoint, "api", apiLis.Addr())
 	return serveAll(ctx, stop, func(ctx context.Context) error { return csi.Serve(ctx, csiSrv, csiLis) },
-		func(ctx context.Context) error { return csi.Serve(ctx, apiSrv, apiLis) })
+		func(ctx context.Context) error { return csi.Serve(ctx, apiSrv, apiLis) },
+		func(ctx context.Context) error { ctrl.Run(ctx); return nil })
 }
 
 // serveAll runs every serve function until ctx is done or one fails; a

@@ -86,6 +86,9 @@ func layoutHealth(l *apiv1.Layout, silent []string) csi.VolumeHealth {
 		}
 	}
 	msg := fmt.Sprintf("%d of %d replicas in sync, primary %s, epoch %d", inSync, len(l.GetReplicas()), l.GetPrimary(), l.GetEpoch())
+	if min := int(l.GetMinInSync()); inSync < min {
+		notes = append(notes, fmt.Sprintf("writes wait: fewer than minInSyncReplicas=%d in sync", min))
+	}
 	if len(notes) > 0 {
 		msg += "; " + strings.Join(notes, "; ")
 	}

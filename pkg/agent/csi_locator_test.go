@@ -63,23 +63,26 @@ func TestRegistryLocatorPrimaryAddress(t *testing.T) {
 
 func TestLayoutHealth(t *testing.T) {
 	tests := []struct {
-		name     string
-		replicas []*apiv1.ReplicaInfo
-		degraded bool
-		message  string
+		name      string
+		replicas  []*apiv1.ReplicaInfo
+		minInSync int32
+		degraded  bool
+		message   string
 	}{
 		{"all in sync", []*apiv1.ReplicaInfo{replica("a", "za", inSync), replica("b", "zb", inSync), replica("c", "zc", inSync)},
-			false, "3 of 3 replicas in sync, primary a, epoch 4"},
+			2, false, "3 of 3 replicas in sync, primary a, epoch 4"},
 		{"one faulted", []*apiv1.ReplicaInfo{replica("a", "za", inSync), replica("b", "zb", faulted), replica("c", "zc", inSync)},
-			true, "2 of 3 replicas in sync, primary a, epoch 4; b in zb is faulted"},
+			2, true, "2 of 3 replicas in sync, primary a, epoch 4; b in zb is faulted"},
 		{"one syncing", []*apiv1.ReplicaInfo{replica("a", "za", inSync), replica("c", "zc", syncing)},
-			true, "1 of 2 replicas in sync, primary a, epoch 4; c in zc is syncing"},
+			0, true, "1 of 2 replicas in sync, primary a, epoch 4; c in zc is syncing"},
+		{"below the minimum", []*apiv1.ReplicaInfo{replica("a", "za", inSync), replica("b", "zb", faulted), replica("c", "zc", syncing)},
+			2, true, "1 of 3 replicas in sync, primary a, epoch 4; b in zb is faulted; c in zc is syncing; writes wait: fewer than minInSyncReplicas=2 in sync"},
 		{"silent primary", []*apiv1.ReplicaInfo{replica("silent", "za", inSync), replica("b", "zb", inSync)},
-			true, "2 of 2 replicas in sync, primary a, epoch 4; silent in za has stopped heartbeating"},
+			0, true, "2 of 2 replicas in sync, primary a, epoch 4; silent in za has stopped heartbeating"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			h := layoutHealth(&apiv1.Layout{Primary: "a", Epoch: 4, Replicas: tt.replicas}, []string{"silent"})
+			h := layoutHealth(&apiv1.Layout{Primary: "a", Epoch: 4, Replicas: tt.replicas, MinInSync: tt.minInSync}, []string{"silent"})
 			if h.Degraded != tt.degraded || h.Message != tt.message {
 				t.Errorf("health %+v, want degraded=%v %q", h, tt.degraded, tt.message)
 			}

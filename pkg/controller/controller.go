@@ -22,7 +22,7 @@ import (
 
 // Defaults of Options.
 const (
-	DefaultHeartbeatTimeout = 5 * time.Second
+	DefaultHeartbeatTimeout = 2 * time.Second
 	DefaultNodeCallTimeout  = 10 * time.Second
 	DefaultPushTimeout      = 2 * time.Second
 )
@@ -48,6 +48,15 @@ type Options struct {
 	PushTimeout time.Duration
 	// Now tells the time; nil means time.Now. Tests set it.
 	Now func() time.Time
+	// RepairInterval is how often Run looks at every volume. Zero means
+	// DefaultRepairInterval.
+	RepairInterval time.Duration
+	// ResumeWindow is how long a Faulted replica may stay away and still
+	// come back by catching up; after it, the replica is removed from the
+	// layout. Zero means DefaultResumeWindow.
+	ResumeWindow time.Duration
+	// Events receives volume events; nil drops them.
+	Events EventSink
 }
 
 func (o *Options) defaults() {
@@ -66,6 +75,15 @@ func (o *Options) defaults() {
 	if o.Now == nil {
 		o.Now = time.Now
 	}
+	if o.RepairInterval == 0 {
+		o.RepairInterval = DefaultRepairInterval
+	}
+	if o.ResumeWindow == 0 {
+		o.ResumeWindow = DefaultResumeWindow
+	}
+	if o.Events == nil {
+		o.Events = noEvents{}
+	}
 }
 
 func dialNode(addr string) (apiv1.NodeClient, error) {
@@ -83,9 +101,17 @@ type Controller struct {
 
 	started time.Time // when this process's view of membership began
 
-	mu      sync.Mutex // guards clients and ready
+	mu      sync.Mutex // guards clients, ready and the repair state below
 	clients map[string]apiv1.NodeClient
 	ready   map[string]bool // volumes fully provisioned by this process
+
+	// Repair state, in memory only: a new leader starts afresh.
+	confirmedEpochs map[string]uint64 // epoch each volume's primary acknowledged
+	faultedAt       map[replicaKey]time.Time
+	resumedAt       map[replicaKey]time.Time
+	degraded        map[string]bool
+	logged          map[replicaKey]bool
+	volumeLocks     map[string]*sync.Mutex
 }
 
 // New returns a Controller over opts.Store. It does not close the store.
@@ -98,6 +124,13 @@ func New(opts Options) *Controller {
 		started: opts.Now(),
 		clients: map[string]apiv1.NodeClient{},
 		ready:   map[string]bool{},
+
+		confirmedEpochs: map[string]uint64{},
+		faultedAt:       map[replicaKey]time.Time{},
+		resumedAt:       map[replicaKey]time.Time{},
+		degraded:        map[string]bool{},
+		logged:          map[replicaKey]bool{},
+		volumeLocks:     map[string]*sync.Mutex{},
 	}
 }
 

@@ -2,6 +2,7 @@ package controller
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"sync"
@@ -103,9 +104,44 @@ func (c *Controller) resendLayouts(nodeID string) {
 			c.resendLayout(ctx, nodeID, v.Layout)
 		}
 		if page.Next == "" {
-			return
+			break
 		}
 		opts.StartAfter = page.Next
+	}
+	c.collectOrphans(ctx, nodeID)
+}
+
+// collectOrphans deletes the node's replicas of volumes that no longer
+// list it: deleted volumes, and replicas removed from a layout while the
+// node was down. A replica is only ever created after the record lists
+// it, so one that exists while the record, read after it, does not list
+// it is an orphan.
+func (c *Controller) collectOrphans(ctx context.Context, nodeID string) {
+	var list *apiv1.ListVolumesResponse
+	err := c.callNode(ctx, nodeID, "list replicas", func(ctx context.Context, cl apiv1.NodeClient) error {
+		var err error
+		list, err = cl.ListVolumes(ctx, &apiv1.ListVolumesRequest{})
+		return err
+	})
+	if err != nil {
+		klog.InfoS("Listing a node's replicas failed; orphans stay until it registers again", "node", nodeID, "err", err)
+		return
+	}
+	for _, rep := range list.GetVolumes() {
+		id := rep.GetVolumeId()
+		v, err := c.store.GetVolume(ctx, id)
+		switch {
+		case err == nil && replicaOf(&v.Layout, nodeID) != nil:
+			continue
+		case err != nil && !errors.Is(err, store.ErrNotFound):
+			klog.InfoS("Reading a volume to collect orphans failed", "volume", id, "node", nodeID, "err", err)
+			continue
+		}
+		if err := c.deleteReplica(ctx, nodeID, id); err != nil {
+			klog.InfoS("Deleting an orphan replica failed", "volume", id, "node", nodeID, "err", err)
+			continue
+		}
+		klog.InfoS("Deleted orphan replica", "volume", id, "node", nodeID)
 	}
 }
 

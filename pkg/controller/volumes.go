@@ -142,7 +142,8 @@ func (c *Controller) newRecord(ctx context.Context, req VolumeRequest) (store.Vo
 // firstLayout is epoch 1 with every placed replica InSync, the first
 // primary.
 func (c *Controller) firstLayout(id string, req VolumeRequest, placed []Candidate) replication.Layout {
-	l := replication.Layout{VolumeID: id, Size: req.Size, Epoch: 1, Primary: placed[0].NodeID}
+	l := replication.Layout{VolumeID: id, Size: req.Size, Epoch: 1, Primary: placed[0].NodeID,
+		MinInSync: req.MinInSyncReplicas}
 	key := cmp.Or(req.TopologyKey, api.ZoneTopologyKey)
 	for _, n := range placed {
 		l.Replicas = append(l.Replicas, replication.ReplicaInfo{
@@ -289,6 +290,8 @@ func (c *Controller) isReady(id string) bool {
 func (c *Controller) forget(id string) {
 	c.mu.Lock()
 	delete(c.ready, id)
+	delete(c.confirmedEpochs, id)
+	delete(c.degraded, id)
 	c.mu.Unlock()
 }
 

@@ -295,6 +295,9 @@ func replicaCondition(v store.Volume, dead func(nodeID string) bool) *csipb.Volu
 	in, all := controller.InSyncCount(v.Layout), len(v.Layout.Replicas)
 	abnormal := in < all
 	msg := fmt.Sprintf("%d of %d replicas in sync, epoch %d, primary %s", in, all, v.Layout.Epoch, v.Layout.Primary)
+	if in < v.MinInSyncReplicas {
+		msg += fmt.Sprintf("; writes wait: fewer than minInSyncReplicas=%d in sync", v.MinInSyncReplicas)
+	}
 	for _, r := range v.Layout.Replicas {
 		switch {
 		case string(r.State) != "InSync":

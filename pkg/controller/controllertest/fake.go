@@ -8,6 +8,7 @@ package controllertest
 import (
 	"context"
 	"fmt"
+	"maps"
 	"path/filepath"
 	"slices"
 	"sync"
@@ -149,6 +150,43 @@ func (n *fakeNode) SetLayout(_ context.Context, req *apiv1.SetLayoutRequest, _ .
 	}
 	n.f.layouts[n.addr][l.VolumeID] = l
 	return &apiv1.SetLayoutResponse{}, nil
+}
+
+// ListVolumes lists the node's replicas, with the layouts it got.
+func (n *fakeNode) ListVolumes(_ context.Context, _ *apiv1.ListVolumesRequest, _ ...grpc.CallOption) (*apiv1.ListVolumesResponse, error) {
+	unlock, err := n.lock()
+	if err != nil {
+		return nil, err
+	}
+	defer unlock()
+	out := &apiv1.ListVolumesResponse{}
+	for _, id := range slices.Sorted(maps.Keys(n.f.replicas[n.addr])) {
+		out.Volumes = append(out.Volumes, n.describe(id))
+	}
+	return out, nil
+}
+
+// GetVolume describes the node's replica of a volume: its epoch is that
+// of the last layout the node got.
+func (n *fakeNode) GetVolume(_ context.Context, req *apiv1.GetVolumeRequest, _ ...grpc.CallOption) (*apiv1.GetVolumeResponse, error) {
+	unlock, err := n.lock()
+	if err != nil {
+		return nil, err
+	}
+	defer unlock()
+	if _, ok := n.f.replicas[n.addr][req.GetVolumeId()]; !ok {
+		return nil, status.Errorf(codes.NotFound, "no replica of %s", req.GetVolumeId())
+	}
+	return &apiv1.GetVolumeResponse{Volume: n.describe(req.GetVolumeId())}, nil
+}
+
+func (n *fakeNode) describe(id string) *apiv1.Volume {
+	v := &apiv1.Volume{VolumeId: id, SizeBytes: n.f.replicas[n.addr][id]}
+	if l, ok := n.f.layouts[n.addr][id]; ok {
+		v.Epoch = l.Epoch
+		v.Layout = api.LayoutToProto(l)
+	}
+	return v
 }
 
 // Clock is a time the test moves.
