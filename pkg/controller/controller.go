@@ -109,7 +109,6 @@ type Controller struct {
 	confirmedEpochs map[string]uint64 // epoch each volume's primary acknowledged
 	faultedAt       map[replicaKey]time.Time
 	resumedAt       map[replicaKey]time.Time
-	degraded        map[string]bool
 	logged          map[replicaKey]bool
 	volumeLocks     map[string]*sync.Mutex
 }
@@ -128,7 +127,6 @@ func New(opts Options) *Controller {
 		confirmedEpochs: map[string]uint64{},
 		faultedAt:       map[replicaKey]time.Time{},
 		resumedAt:       map[replicaKey]time.Time{},
-		degraded:        map[string]bool{},
 		logged:          map[replicaKey]bool{},
 		volumeLocks:     map[string]*sync.Mutex{},
 	}

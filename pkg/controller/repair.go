@@ -200,7 +200,7 @@ func (c *Controller) failover(ctx context.Context, v store.Volume, h health) err
 	}
 	klog.InfoS("Volume failed over", "volume", v.ID, "from", old, "to", next.Layout.Primary,
 		"zone", replicaOf(&next.Layout, next.Layout.Primary).Zone, "epoch", next.Layout.Epoch)
-	c.emit(next, "Failover", fmt.Sprintf("primary %s lost; %s in %s serves at epoch %d",
+	c.emit(next, ReasonFailover, fmt.Sprintf("primary %s lost; %s in %s serves at epoch %d",
 		old, next.Layout.Primary, replicaOf(&next.Layout, next.Layout.Primary).Zone, next.Layout.Epoch), true)
 	return c.confirm(ctx, next.Layout)
 }
@@ -309,7 +309,7 @@ func (c *Controller) faultDead(ctx context.Context, v store.Volume, h health) er
 		return c.volumeErr("fault replicas of", v.ID, err)
 	}
 	klog.InfoS("Replicas on dead nodes faulted", "volume", v.ID, "nodes", gone, "epoch", next.Layout.Epoch)
-	c.emit(next, "Degraded", fmt.Sprintf("replicas on %v lost; %d of %d in sync", gone,
+	c.emit(next, ReasonDegraded, fmt.Sprintf("replicas on %v lost; %d of %d in sync", gone,
 		InSyncCount(next.Layout), len(next.Layout.Replicas)), true)
 	return c.confirm(ctx, next.Layout)
 }
@@ -489,7 +489,7 @@ func (c *Controller) addReplica(ctx context.Context, v store.Volume, h health, w
 	}
 	klog.InfoS("Replica added", "volume", v.ID, "node", n.NodeID, "zone", zone, "why", why, "epoch", next.Layout.Epoch)
 	if why == "replace" {
-		c.emit(next, "ReplicaReplaced", fmt.Sprintf("new replica on %s in %s is syncing", n.NodeID, zone), false)
+		c.emit(next, ReasonReplicaReplaced, fmt.Sprintf("new replica on %s in %s is syncing", n.NodeID, zone), false)
 	}
 	return c.confirm(ctx, next.Layout)
 }
@@ -512,7 +512,7 @@ func (c *Controller) trim(ctx context.Context, v store.Volume, h health, target 
 		}
 	}
 	if inSync < target || len(l.Replicas) <= target {
-		return c.finishedResync(v, inSync, target)
+		return nil
 	}
 	use := zoneUse(v, h)
 	for _, st := range []replication.ReplicaState{replication.Syncing, replication.InSync} {
@@ -525,20 +525,6 @@ func (c *Controller) trim(ctx context.Context, v store.Volume, h health, target 
 			}
 			return c.dropReplica(ctx, v, r.NodeID, h)
 		}
-	}
-	return c.finishedResync(v, inSync, target)
-}
-
-// finishedResync records, once, the event of a volume back to full
-// redundancy after it was degraded.
-func (c *Controller) finishedResync(v store.Volume, inSync, target int) error {
-	c.mu.Lock()
-	was := c.degraded[v.ID]
-	now := inSync < target
-	c.degraded[v.ID] = now
-	c.mu.Unlock()
-	if was && !now {
-		c.emit(v, "ResyncFinished", fmt.Sprintf("%d replicas in sync in %v", inSync, zonesOf(v.Layout)), false)
 	}
 	return nil
 }

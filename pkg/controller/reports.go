@@ -23,7 +23,7 @@ var errStaleReport = errors.New("stale report")
 // the current layout unchanged: the primary acts on that and reports again
 // if it still needs to.
 func (c *Controller) ReplicaFaulted(ctx context.Context, volumeID string, epoch uint64, nodeID, cause string) (replication.Layout, error) {
-	l, err := c.changeReplica(ctx, volumeID, epoch, nodeID, func(r *replication.ReplicaInfo) bool {
+	l, changed, err := c.changeReplica(ctx, volumeID, epoch, nodeID, func(r *replication.ReplicaInfo) bool {
 		if r.State == replication.Faulted {
 			return false
 		}
@@ -35,6 +35,10 @@ func (c *Controller) ReplicaFaulted(ctx context.Context, volumeID string, epoch 
 	}
 	klog.InfoS("Replica fault report answered", "volume", volumeID, "node", nodeID,
 		"reportEpoch", epoch, "epoch", l.Epoch, "cause", cause)
+	if changed {
+		c.emitLayout(ctx, volumeID, ReasonDegraded, fmt.Sprintf("replica %s left the write path: %s; %d of %d in sync",
+			nodeID, cause, InSyncCount(l), len(l.Replicas)), true)
+	}
 	return l, nil
 }
 
@@ -44,7 +48,7 @@ func (c *Controller) ReplicaFaulted(ctx context.Context, volumeID string, epoch 
 // older epoch, or about a replica that is not Syncing, gets the current
 // layout unchanged.
 func (c *Controller) ReplicaSynced(ctx context.Context, volumeID string, epoch uint64, nodeID string) (replication.Layout, error) {
-	l, err := c.changeReplica(ctx, volumeID, epoch, nodeID, func(r *replication.ReplicaInfo) bool {
+	l, changed, err := c.changeReplica(ctx, volumeID, epoch, nodeID, func(r *replication.ReplicaInfo) bool {
 		if r.State != replication.Syncing {
 			return false
 		}
@@ -55,14 +59,18 @@ func (c *Controller) ReplicaSynced(ctx context.Context, volumeID string, epoch u
 		return replication.Layout{}, fmt.Errorf("replica %s of %s synced: %w", nodeID, volumeID, err)
 	}
 	klog.InfoS("Replica synced report answered", "volume", volumeID, "node", nodeID, "reportEpoch", epoch, "epoch", l.Epoch)
+	if changed {
+		c.emitLayout(ctx, volumeID, ReasonResyncFinished, fmt.Sprintf("replica %s caught up; %d of %d in sync",
+			nodeID, InSyncCount(l), len(l.Replicas)), false)
+	}
 	return l, nil
 }
 
 // changeReplica applies change to the reported replica under a bumped
 // epoch, if the report is current and change says it changed something;
-// it returns the layout to answer with.
+// it returns the layout to answer with, and whether it changed it.
 func (c *Controller) changeReplica(ctx context.Context, volumeID string, epoch uint64, nodeID string,
-	change func(*replication.ReplicaInfo) bool) (replication.Layout, error) {
+	change func(*replication.ReplicaInfo) bool) (replication.Layout, bool, error) {
 	v, err := store.BumpEpoch(ctx, c.store, volumeID, func(v *store.Volume) error {
 		if err := checkReport(v.Layout, epoch, nodeID); err != nil {
 			return err
@@ -76,14 +84,14 @@ func (c *Controller) changeReplica(ctx context.Context, volumeID string, epoch u
 	switch {
 	case errors.Is(err, errStaleReport):
 		cur, err := c.GetVolume(ctx, volumeID)
-		return cur.Layout, err
+		return cur.Layout, false, err
 	case err != nil:
-		return replication.Layout{}, c.volumeErr("report on", volumeID, err)
+		return replication.Layout{}, false, c.volumeErr("report on", volumeID, err)
 	}
 	klog.InfoS("Layout changed", "volume", volumeID, "node", nodeID, "epoch", v.Layout.Epoch,
 		"primary", v.Layout.Primary, "replicas", statesOf(v.Layout))
 	c.pushLayout(v.Layout)
-	return v.Layout, nil
+	return v.Layout, true, nil
 }
 
 // checkReport refuses reports that cannot be acted on, and marks stale the
@@ -128,4 +136,13 @@ func InSyncCount(l replication.Layout) int {
 		}
 	}
 	return n
+}
+
+// emitLayout records an event about the volume as it is stored now.
+func (c *Controller) emitLayout(ctx context.Context, volumeID, reason, msg string, warning bool) {
+	v, err := c.store.GetVolume(ctx, volumeID)
+	if err != nil {
+		return
+	}
+	c.emit(v, reason, msg, warning)
 }

@@ -291,7 +291,6 @@ func (c *Controller) forget(id string) {
 	c.mu.Lock()
 	delete(c.ready, id)
 	delete(c.confirmedEpochs, id)
-	delete(c.degraded, id)
 	c.mu.Unlock()
 }
 
