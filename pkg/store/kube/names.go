@@ -27,3 +27,7 @@ func objectName(key string) string {
 	sum := sha256.Sum256([]byte(key))
 	return hashedPrefix + hex.EncodeToString(sum[:])
 }
+
+// VolumeObjectName returns the name of the TriremeVolume of the volume
+// with the id.
+func VolumeObjectName(id string) string { return objectName(id) }
