@@ -3,21 +3,27 @@ package demo
 import (
 	"context"
 	"fmt"
+	"maps"
 	"path/filepath"
+	"slices"
+	"strings"
 	"time"
 
+	apiv1 "github.com/trireme-csi/trireme/pkg/api/v1"
 	"github.com/trireme-csi/trireme/pkg/localcluster"
 )
 
-// writeTree mounts the volume on a node of the first zone, unpacks the
-// source tree onto it and checks what landed.
+// writeTree mounts the volume on a node of a zone that will survive the
+// primary's, unpacks the source tree onto it and checks what landed. The
+// volume stays mounted there for the pod's writes during the failover.
 func (r *run) writeTree(ctx context.Context) error {
-	r.writer = r.pick(r.sys.Zones()[0])
-	r.say("\n[3/6] Mounting it on %s, as the external-attacher and the kubelet would", r.describe(r.writer))
+	r.writer = r.pick(r.survivingZones()[0])
+	r.say("\n[3/7] Mounting it on %s, as the external-attacher and the kubelet would", r.describe(r.writer))
 	m, err := r.mountOn(ctx, r.writer, "formatted "+r.o.FSType+" and mounted at the staging path")
 	if err != nil {
 		return err
 	}
+	r.mount = m
 	r.sayReach(r.writer)
 	err = r.timed("Unpacking the source tree", func() (string, error) {
 		start := time.Now()
@@ -29,17 +35,30 @@ func (r *run) writeTree(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	if err := r.checkTree(ctx, m, "Checksums on "+r.writer.ID); err != nil {
-		return err
-	}
-	return r.unmountFrom(ctx, m)
+	return r.checkTree(ctx, m, "Checksums on "+r.writer.ID)
 }
 
-// moveAndVerify mounts the volume on a node of the third zone, as when
-// the pod is rescheduled there, and verifies every file.
+// survivingZones are the zones other than the primary's, which the demo
+// loses: the pod is mounted in the first, and moved to the last.
+func (r *run) survivingZones() []string {
+	lost := r.zoneOf(r.layout.GetPrimary())
+	var zones []string
+	for _, z := range r.sys.Zones() {
+		if z != lost {
+			zones = append(zones, z)
+		}
+	}
+	return zones
+}
+
+// moveAndVerify mounts the volume on a node of another surviving zone, as
+// when the pod is rescheduled there, and verifies every file: the tree
+// written before the failover and the files written during it, read
+// through the new primary on a node whose page cache never saw them.
 func (r *run) moveAndVerify(ctx context.Context) error {
-	r.reader = r.pick(r.sys.Zones()[2])
-	r.say("\n[4/6] Moving it to %s, as when the pod is rescheduled", r.describe(r.reader))
+	zones := r.survivingZones()
+	r.reader = r.pick(zones[len(zones)-1])
+	r.say("\n[5/7] Moving it to %s, as when the pod is rescheduled", r.describe(r.reader))
 	m, err := r.mountOn(ctx, r.reader, "already "+r.o.FSType+", mounted at the staging path")
 	if err != nil {
 		return err
@@ -50,8 +69,10 @@ func (r *run) moveAndVerify(ctx context.Context) error {
 		return err
 	}
 	r.verifyTime = time.Since(start)
-	r.say("   Every one of the %d files reads back on %s with the checksum it had when written on %s.",
-		r.src.files, r.reader.ID, r.writer.ID)
+	r.say("   Every one of the %d files written on %s reads back on %s with the checksum it had when written:",
+		len(r.expected()), r.writer.ID, r.reader.ID)
+	r.say("   the %d of the source tree, from before the kill, and the %d the pod wrote during the failover.",
+		len(r.want), len(r.podWrites))
 	return r.unmountFrom(ctx, m)
 }
 
@@ -62,26 +83,39 @@ func (r *run) sayReach(n *localcluster.Node) {
 }
 
 // checkTree hashes every file under the pod's mount and compares with
-// the source tree.
+// what was written there.
 func (r *run) checkTree(ctx context.Context, m *podMount, label string) error {
 	return r.timed(label, func() (string, error) {
-		got, _, err := hashTree(ctx, filepath.Join(m.target, filepath.Base(r.o.Source)))
+		got, _, err := hashTree(ctx, m.target)
 		if err != nil {
 			return "", err
 		}
-		if d := diff(r.want, got); d != "" {
-			return "", fmt.Errorf("the tree on %s differs from the source: %s", m.node.ID, d)
+		if d := diff(r.expected(), got); d != "" {
+			return "", fmt.Errorf("the files on %s differ from what was written: %s", m.node.ID, d)
 		}
 		return fmt.Sprintf("sha256 of %d files: all match", len(got)), nil
 	})
 }
 
+// expected is every file written on the volume so far, by path below the
+// mount: the source tree and whatever the pod wrote during the failover.
+func (r *run) expected() manifest {
+	m := prefixed(filepath.Base(r.o.Source), r.want)
+	maps.Copy(m, r.podWrites)
+	return m
+}
+
 // compareReplicas asks every replica's node for the checksum of its copy.
 func (r *run) compareReplicas(ctx context.Context) error {
-	r.say("\n[5/6] Asking each replica's node for the sha256 of its copy of the volume")
+	r.say("\n[6/7] Asking each replica's node for the sha256 of its copy of the volume")
 	var ids []string
 	for _, rep := range r.layout.GetReplicas() {
-		ids = append(ids, rep.GetNodeId())
+		if rep.GetState() == apiv1.ReplicaState_REPLICA_STATE_IN_SYNC && r.alive(rep.GetNodeId()) {
+			ids = append(ids, rep.GetNodeId())
+		}
+	}
+	if len(ids) < 2 {
+		return fmt.Errorf("volume %s: %d replicas in sync on live nodes, nothing to compare", r.vol.GetVolumeId(), len(ids))
 	}
 	sums, err := r.sys.Checksums(ctx, r.vol.GetVolumeId(), ids...)
 	if err != nil {
@@ -97,25 +131,86 @@ func (r *run) compareReplicas(ctx context.Context) error {
 		}
 	}
 	r.say("   The %d replicas hold identical data.", len(ids))
+	if err := checkSpread(r.liveReplicas(), r.liveZones()); err != nil {
+		return err
+	}
+	r.say("   They are on %d nodes in %s: no surviving zone lacks a replica, no node holds two (I6).",
+		len(ids), strings.Join(r.replicaZoneList(), " and "))
 	return nil
 }
 
-// replicaZones counts the zones holding a replica.
-func (r *run) replicaZones() int {
-	zones := map[string]bool{}
+// liveReplicas is the layout without the replicas on dead nodes, which
+// the controller may still list while it waits for them to return.
+func (r *run) liveReplicas() *apiv1.Layout {
+	l := &apiv1.Layout{VolumeId: r.layout.GetVolumeId(), Epoch: r.layout.GetEpoch(), Primary: r.layout.GetPrimary()}
 	for _, rep := range r.layout.GetReplicas() {
-		zones[rep.GetZone()] = true
+		if r.alive(rep.GetNodeId()) {
+			l.Replicas = append(l.Replicas, rep)
+		}
 	}
-	return len(zones)
+	return l
+}
+
+// liveZones are the zones where a node still runs.
+func (r *run) liveZones() []string {
+	var zones []string
+	for _, n := range r.sys.LiveNodes() {
+		if !slices.Contains(zones, n.Zone) {
+			zones = append(zones, n.Zone)
+		}
+	}
+	return zones
+}
+
+// checkSpread checks invariant I6 on a layout: never two replicas on one
+// node, and never two in one zone while a zone among live holds none.
+func checkSpread(l *apiv1.Layout, live []string) error {
+	nodes := map[string]bool{}
+	perZone := map[string]int{}
+	for _, rep := range l.GetReplicas() {
+		if nodes[rep.GetNodeId()] {
+			return fmt.Errorf("volume %s: two replicas on %s", l.GetVolumeId(), rep.GetNodeId())
+		}
+		nodes[rep.GetNodeId()] = true
+		perZone[rep.GetZone()]++
+	}
+	for _, z := range live {
+		if perZone[z] > 0 {
+			continue
+		}
+		for crowded, n := range perZone {
+			if n > 1 {
+				return fmt.Errorf("volume %s: %d replicas in %s while %s holds none", l.GetVolumeId(), n, crowded, z)
+			}
+		}
+	}
+	return nil
+}
+
+// replicaZoneList names the zones holding a replica, sorted.
+func (r *run) replicaZoneList() []string {
+	var zones []string
+	for _, rep := range r.liveReplicas().GetReplicas() {
+		if !slices.Contains(zones, rep.GetZone()) {
+			zones = append(zones, rep.GetZone())
+		}
+	}
+	slices.Sort(zones)
+	return zones
 }
 
 // summary recaps the run for a newcomer.
 func (r *run) summary() {
 	p := r.sys.Node(r.layout.GetPrimary())
 	r.say("\nSummary")
-	r.say("   %d nodes in %d zones; volume %s: primary on %s (%s), %d replicas in %d zones.",
-		len(r.sys.Nodes), len(r.sys.Zones()), r.pvName, p.ID, p.Zone, len(r.layout.GetReplicas()), r.replicaZones())
-	r.say("   Wrote %d files (%s) on %s in %s; verified all of them on %s in %s.",
-		r.src.files, mib(r.src.bytes), r.writer.ID, seconds(r.unpackTime), r.reader.ID, seconds(r.verifyTime))
-	r.say("   Replicas identical; nothing left mounted or attached. Total %s.", seconds(time.Since(r.start)))
+	f := r.failover
+	r.say("   %d nodes in %d zones; volume %s.", len(r.sys.Nodes), len(r.sys.Zones()), r.pvName)
+	r.say("   Wrote %d files (%s) on %s in %s.", r.src.files, mib(r.src.bytes), r.writer.ID, seconds(r.unpackTime))
+	r.say("   Lost %s with the primary %s while the pod wrote; %s took over at epoch %d.",
+		f.kill.Zone, f.before.GetPrimary(), p.ID, r.layout.GetEpoch())
+	r.say("   Kill to first write acknowledged on the new primary: %s; replacement on %s in sync after %s.",
+		seconds(f.firstAck.done.Sub(f.kill.Sent)), f.replaced, seconds(f.synced.Sub(f.kill.Sent)))
+	r.say("   Verified all %d files on %s in %s; %d replicas identical, in %s.",
+		len(r.expected()), r.reader.ID, seconds(r.verifyTime), len(r.liveReplicas().GetReplicas()), strings.Join(r.replicaZoneList(), " and "))
+	r.say("   Nothing left running, mounted or attached. Total %s.", seconds(time.Since(r.start)))
 }

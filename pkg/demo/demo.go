@@ -2,9 +2,13 @@
 // controller and node agents in three zones (package localcluster),
 // creates a 3-replica volume through the CSI Controller service as the
 // external-provisioner would, stages and publishes it on a node as the
-// kubelet would, unpacks a real source tree onto it, moves it to a node
-// in another zone and verifies every file there, checks that the replicas
-// hold identical bytes, and removes everything it created.
+// kubelet would, and unpacks a real source tree onto it. Then it kills
+// every node of the primary's zone while a pod writes, follows the
+// failover and the replacement replica's resync, and measures the time
+// from the kill to the first write the new primary acknowledges. It moves
+// the volume to a node in another surviving zone and verifies every file
+// there, checks that the replicas hold identical bytes, and removes
+// everything it created.
 package demo
 
 import (
@@ -92,9 +96,12 @@ type run struct {
 	vol    *csipb.Volume
 	layout *apiv1.Layout
 
-	want       manifest
+	want       manifest // the source tree, by path below it
 	src        tree
 	writer     *localcluster.Node
+	mount      *podMount // the volume on the writer's node
+	podWrites  manifest  // what the pod wrote during the failover, by path below the mount
+	failover   *failover
 	reader     *localcluster.Node
 	unpackTime time.Duration
 	verifyTime time.Duration
@@ -110,7 +117,7 @@ func Run(ctx context.Context, o Options) (err error) {
 	r := &run{o: o, start: time.Now(), pvName: newPVName()}
 	defer func() { err = errors.Join(err, r.finish(ctx, err)) }()
 	for _, step := range []func(context.Context) error{
-		r.prepare, r.startCluster, r.createVolume, r.writeTree, r.moveAndVerify, r.compareReplicas,
+		r.prepare, r.startCluster, r.createVolume, r.writeTree, r.loseZone, r.moveAndVerify, r.compareReplicas,
 	} {
 		if err := step(ctx); err != nil {
 			return err
@@ -222,7 +229,7 @@ func (r *run) finish(ctx context.Context, runErr error) error {
 		r.say("\nFAILED: %v", runErr)
 		r.say("\nCleaning up after the failure")
 	default:
-		r.say("\n[6/6] Cleaning up everything the demo created")
+		r.say("\n[7/7] Cleaning up everything the demo created")
 	}
 	err := r.td.unwind(ctx, r.say)
 	if runErr == nil && err == nil {

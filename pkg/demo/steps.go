@@ -27,7 +27,7 @@ func volumeSize(t tree) int64 {
 // startCluster starts the controller and the nodes and waits until every
 // node has registered.
 func (r *run) startCluster(ctx context.Context) error {
-	r.say("\n[1/6] Starting the controller and %d node agents, each on its own loopback address", r.o.Nodes)
+	r.say("\n[1/7] Starting the controller and %d node agents, each on its own loopback address", r.o.Nodes)
 	specs, err := localcluster.Spread(r.o.Nodes, r.o.Zones)
 	if err != nil {
 		return err
@@ -70,7 +70,7 @@ func (r *run) createVolume(ctx context.Context) error {
 	zones := r.sys.Zones()
 	preferred := zones[1]
 	size := volumeSize(r.src)
-	r.say("\n[2/6] Creating a volume through the CSI Controller service, as the external-provisioner would")
+	r.say("\n[2/7] Creating a volume through the CSI Controller service, as the external-provisioner would")
 	var createErr error
 	r.td.push("DeleteVolume", func(ctx context.Context) error { return r.deleteVolume(ctx, createErr) })
 	err := r.timed("CreateVolume", func() (string, error) {
@@ -140,15 +140,7 @@ func (r *run) checkLayout() error {
 func (r *run) showPlacement(preferred string) {
 	r.say("   Placement, epoch %d (the primary takes every write and acknowledges it once every", r.layout.GetEpoch())
 	r.say("   in-sync replica has it):")
-	for _, z := range r.sys.Zones() {
-		for i, n := range r.sys.NodesIn(z) {
-			zone := z
-			if i > 0 {
-				zone = ""
-			}
-			r.say("     %-7s %-8s %-11s %s", zone, n.ID, n.IP, r.role(n.ID))
-		}
-	}
+	r.showNodes()
 	primary := r.sys.Node(r.layout.GetPrimary())
 	where := "the preferred zone"
 	if primary.Zone != preferred {
@@ -156,6 +148,29 @@ func (r *run) showPlacement(preferred string) {
 	}
 	r.say("   Primary %s is in %s, %s; the other replicas are in %s.",
 		primary.ID, primary.Zone, where, strings.Join(r.otherReplicaZones(), " and "))
+}
+
+// showLayout prints the placement after the failover.
+func (r *run) showLayout() {
+	r.say("   Placement now, epoch %d:", r.layout.GetEpoch())
+	r.showNodes()
+}
+
+// showNodes prints every node by zone with its part in the volume.
+func (r *run) showNodes() {
+	for _, z := range r.sys.Zones() {
+		for i, n := range r.sys.NodesIn(z) {
+			zone := z
+			if i > 0 {
+				zone = ""
+			}
+			role := r.role(n.ID)
+			if !n.Alive() {
+				role = "killed"
+			}
+			r.say("     %-7s %-8s %-11s %s", zone, n.ID, n.IP, role)
+		}
+	}
 }
 
 // role describes a node's part in the volume.
