@@ -3,6 +3,7 @@ package replication
 import (
 	"context"
 	"errors"
+	"fmt"
 	"math/rand/v2"
 	"os"
 	"testing"
@@ -34,11 +35,7 @@ func TestNewPrimaryRepairsDivergentInSyncReplicas(t *testing.T) {
 	if err := p.WriteAt(context.Background(), []byte("new"), 3<<20+4100, false); err != nil {
 		t.Fatalf("write during verification: %v", err)
 	}
-	waitFor(t, "verification of b and c", func() bool {
-		p.mu.Lock()
-		defer p.mu.Unlock()
-		return p.links["b"].verified.Load() && p.links["c"].verified.Load()
-	})
+	waitVerified(t, p, "b", "c")
 	must(t, p.Flush(context.Background()))
 	want, err := os.ReadFile(ra.DataPath())
 	must(t, err)
@@ -61,10 +58,12 @@ func TestReturningReplicaCopiesOnlyWhatItMissed(t *testing.T) {
 	ra, rb, rc := a.create(t, vol, size), b.create(t, vol, size), c.create(t, vol, size)
 	l := layoutOf(vol, size, 1, "a", a.info(InSync), b.info(InSync), c.info(InSync))
 	ctl := newTestController(l)
-	p := startPrimary(t, ra, l, PrimaryOptions{NodeID: "a", Reporter: ctl, AckTimeout: 300 * time.Millisecond})
+	p := startPrimary(t, ra, l, PrimaryOptions{NodeID: "a", Reporter: ctl, AckTimeout: 5 * time.Second})
 	ctx := context.Background()
-	must(t, p.WriteAt(ctx, bytesOf('f', size), 0, false))
-	must(t, p.Flush(ctx))
+	fill(t, p, size)
+	// A replica that leaves before the new primary verified it gets a
+	// full comparison; this one has been verified.
+	waitVerified(t, p, "b", "c")
 
 	addr := c.addr
 	c.stop()
@@ -110,10 +109,9 @@ func TestRecreatedReplicaIsNotResumedFromTracker(t *testing.T) {
 	ra, rb, _ := a.create(t, vol, size), b.create(t, vol, size), c.create(t, vol, size)
 	l := layoutOf(vol, size, 1, "a", a.info(InSync), b.info(InSync), c.info(InSync))
 	ctl := newTestController(l)
-	p := startPrimary(t, ra, l, PrimaryOptions{NodeID: "a", Reporter: ctl, AckTimeout: 300 * time.Millisecond})
+	p := startPrimary(t, ra, l, PrimaryOptions{NodeID: "a", Reporter: ctl, AckTimeout: 5 * time.Second})
 	ctx := context.Background()
-	must(t, p.WriteAt(ctx, bytesOf('f', size), 0, false))
-	must(t, p.Flush(ctx))
+	fill(t, p, size)
 
 	addr := c.addr
 	c.stop()
@@ -230,4 +228,27 @@ func must(t *testing.T, err error) {
 	if err != nil {
 		t.Fatal(err)
 	}
+}
+
+func waitVerified(t *testing.T, p *Primary, nodes ...string) {
+	t.Helper()
+	waitFor(t, fmt.Sprintf("verification of %v", nodes), func() bool {
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		for _, n := range nodes {
+			if l, ok := p.links[n]; !ok || !l.verified.Load() {
+				return false
+			}
+		}
+		return true
+	})
+}
+
+// fill writes the whole volume, a megabyte at a time, and flushes.
+func fill(t *testing.T, p *Primary, size int64) {
+	t.Helper()
+	for off := int64(0); off < size; off += 1 << 20 {
+		must(t, p.WriteAt(context.Background(), bytesOf('f', 1<<20), off, false))
+	}
+	must(t, p.Flush(context.Background()))
 }

@@ -44,7 +44,7 @@ type link struct {
 	// unflushed holds the regions sent since the last flush was queued;
 	// flushing those sent before each flush still unacknowledged. Their
 	// union is what the replica may not hold durably.
-	unflushed regionSet
+	unflushed *regionSet
 	flushing  []flushed
 
 	syncedBytes atomic.Int64 // resync progress: bytes compared or copied
@@ -57,7 +57,7 @@ type link struct {
 // flushed is the regions sent before the flush frame id.
 type flushed struct {
 	id      uint64
-	regions regionSet
+	regions *regionSet
 }
 
 // pending is a frame waiting for its reply.
@@ -78,7 +78,7 @@ func (p *Primary) startLink(r ReplicaInfo, verify bool, resume *tracker) *link {
 		wake:        make(chan struct{}, 1),
 		quit:        make(chan struct{}),
 		verify:      verify, resume: resume,
-		unflushed: regionSet{},
+		unflushed: newRegionSet(),
 	}
 	p.wg.Add(1)
 	go l.run()
@@ -95,7 +95,7 @@ func (l *link) enqueueLocked(f Frame, pd *pending) {
 		l.unflushed.add(int64(f.Offset), int64(f.Length))
 	case OpFlush, OpSyncDone:
 		l.flushing = append(l.flushing, flushed{id: f.ID, regions: l.unflushed})
-		l.unflushed = regionSet{}
+		l.unflushed = newRegionSet()
 	}
 	l.outstanding[f.ID] = pd
 	l.queue = append(l.queue, f)
@@ -271,8 +271,8 @@ func (l *link) flushedLocked(id uint64) {
 
 // missedLocked is what the replica may lack if it left the write path
 // now: every region not yet durable there.
-func (l *link) missedLocked() regionSet {
-	out := regionSet{}
+func (l *link) missedLocked() *regionSet {
+	out := newRegionSet()
 	out.union(l.unflushed)
 	for _, f := range l.flushing {
 		out.union(f.regions)

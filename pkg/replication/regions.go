@@ -9,36 +9,60 @@ import (
 // regions: a write marks every grain it touches.
 const regionGrain = 4 << 10
 
+// maxGrains bounds a regionSet: 1 GiB of 4 KiB grains. A set that would
+// grow past it overflows: it forgets its grains and stands for "unknown",
+// and a replica it describes gets a full comparison instead.
+const maxGrains = 1 << 18
+
 // regionSet is a set of grains of a volume, kept sparse: it costs memory
-// in proportion to the regions written, not to the volume size.
-type regionSet map[int64]struct{}
+// in proportion to the regions written, not to the volume size, up to
+// maxGrains.
+type regionSet struct {
+	grains   map[int64]struct{}
+	overflow bool
+}
+
+func newRegionSet() *regionSet { return &regionSet{grains: map[int64]struct{}{}} }
 
 // add marks every grain that [off, off+n) touches.
-func (s regionSet) add(off, n int64) {
-	if n <= 0 {
+func (s *regionSet) add(off, n int64) {
+	if n <= 0 || s.overflow {
 		return
 	}
 	for g := off / regionGrain; g <= (off+n-1)/regionGrain; g++ {
-		s[g] = struct{}{}
+		s.grains[g] = struct{}{}
+	}
+	if len(s.grains) > maxGrains {
+		s.forget()
 	}
 }
 
-func (s regionSet) union(o regionSet) {
-	maps.Copy(s, o)
+func (s *regionSet) forget() {
+	s.overflow = true
+	s.grains = map[int64]struct{}{}
 }
 
-// bytes is the size of the grains in the set; the last grain may extend
-// past the end of the volume.
-func (s regionSet) bytes() int64 { return int64(len(s)) * regionGrain }
+func (s *regionSet) union(o *regionSet) {
+	if o.overflow {
+		s.forget()
+	}
+	if s.overflow {
+		return
+	}
+	maps.Copy(s.grains, o.grains)
+	if len(s.grains) > maxGrains {
+		s.forget()
+	}
+}
 
 // extent is a byte range of a volume.
 type extent struct{ off, n int64 }
 
 // extents lists the set as ranges in ascending order, adjacent grains
 // merged up to maxLen bytes a range, and clipped to size.
-func (s regionSet) extents(size, maxLen int64) []extent {
+func (s *regionSet) extents(size, maxLen int64) []extent {
 	var out []extent
-	for _, g := range slices.Sorted(maps.Keys(s)) {
+	for _, g := range slices.Sorted(maps.Keys(s.grains)) {
 		off := g * regionGrain
 		if off >= size {
 			continue
@@ -56,8 +80,8 @@ func (s regionSet) extents(size, maxLen int64) []extent {
 // tracker holds what a replica that left the write path has missed since:
 // every region written after it left, and every region it may not have
 // made durable before. It is only valid for the replica incarnation it
-// was made for.
+// was made for, and not at all once its set overflowed.
 type tracker struct {
 	incarnation uint64
-	missed      regionSet
+	missed      *regionSet
 }

@@ -53,7 +53,7 @@ func (l *link) syncLoop(syncing bool, t *tracker) {
 	tokens := make(chan struct{}, max(1, p.opts.CopyWindow/p.opts.CopyChunk))
 	mode := modeCompare
 	var err error
-	if t != nil && t.incarnation != 0 && t.incarnation == l.incarnation {
+	if t != nil && t.incarnation != 0 && t.incarnation == l.incarnation && !t.missed.overflow {
 		mode = modeDirty
 		err = l.copyRegions(t.missed, tokens)
 	} else {
@@ -85,7 +85,7 @@ func (l *link) syncLoop(syncing bool, t *tracker) {
 
 // copyRegions copies the regions of missed, in chunks of at most
 // CopyChunk bytes.
-func (l *link) copyRegions(missed regionSet, tokens chan struct{}) error {
+func (l *link) copyRegions(missed *regionSet, tokens chan struct{}) error {
 	p := l.p
 	extents := missed.extents(p.store.Size(), int64(p.opts.CopyChunk))
 	var total int64
