@@ -11,7 +11,6 @@ import (
 	"net"
 	"os"
 	"os/signal"
-	"path/filepath"
 	"strconv"
 	"syscall"
 	"time"
@@ -27,7 +26,6 @@ import (
 	"github.com/trireme-csi/trireme/pkg/controller/apiserver"
 	"github.com/trireme-csi/trireme/pkg/csi"
 	"github.com/trireme-csi/trireme/pkg/replication"
-	"github.com/trireme-csi/trireme/pkg/store/bolt"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
@@ -118,10 +116,16 @@ func runNode(args []string, stderr io.Writer) error {
 	csiCfg := agent.CSIConfig{Version: version}
 	fs.StringVar(&csiCfg.Endpoint, "csi-endpoint", "", "CSI Node endpoint, unix:///path/csi.sock (empty: no CSI service)")
 	fs.Int64Var(&csiCfg.MaxVolumes, "max-volumes", 0, "most volumes this node stages (0: no limit)")
+	nk := addNodeKubeFlags(fs)
 	klog.InitFlags(fs)
 	if err := parse(fs, args); err != nil {
 		return err
 	}
+	stopKube, err := nk.apply(&cfg)
+	if err != nil {
+		return err
+	}
+	defer stopKube()
 
 	a, err := agent.New(cfg)
 	if err != nil {
@@ -147,6 +151,7 @@ func runController(args []string, stderr io.Writer) error {
 	fs.DurationVar(&opts.HeartbeatTimeout, "heartbeat-timeout", controller.DefaultHeartbeatTimeout, "how old a node's heartbeat may be for it to count as live; a primary silent this long is failed over")
 	fs.DurationVar(&opts.RepairInterval, "repair-interval", controller.DefaultRepairInterval, "how often every volume is checked for failover, lost replicas and placement")
 	fs.DurationVar(&opts.ResumeWindow, "resume-window", controller.DefaultResumeWindow, "how long a lost replica may stay away and still come back by catching up on what it missed")
+	kf := addControllerKubeFlags(fs)
 	klog.InitFlags(fs)
 	if err := parse(fs, args); err != nil {
 		return err
@@ -155,23 +160,27 @@ func runController(args []string, stderr io.Writer) error {
 		return err
 	}
 
-	if err := os.MkdirAll(filepath.Dir(*db), 0o700); err != nil {
-		return err
-	}
-	st, err := bolt.Open(*db, bolt.Options{})
+	st, err := kf.openStore(*db, &opts)
 	if err != nil {
 		return err
 	}
 	defer st.Close()
+	defer closeEvents(opts)
 	opts.Store = st
-	ctrl := controller.New(opts)
-	defer ctrl.Close()
-	return serveController(ctrl, *endpoint, net.JoinHostPort(*listen, strconv.Itoa(*apiPort)))
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	return kf.run(ctx, *listen, *apiPort, func(ctx context.Context) error {
+		// Made once leading: nodes count as dead only a heartbeat
+		// timeout after this replica could first hear from them.
+		ctrl := controller.New(opts)
+		defer ctrl.Close()
+		return serveController(ctx, ctrl, *endpoint, net.JoinHostPort(*listen, strconv.Itoa(*apiPort)))
+	})
 }
 
 // serveController serves the CSI services on endpoint and the internal
-// API on apiAddr until SIGTERM or SIGINT.
-func serveController(ctrl *controller.Controller, endpoint, apiAddr string) error {
+// API on apiAddr until ctx ends.
+func serveController(ctx context.Context, ctrl *controller.Controller, endpoint, apiAddr string) error {
 	csiLis, err := csi.Listen(endpoint)
 	if err != nil {
 		return err
@@ -187,7 +196,7 @@ func serveController(ctrl *controller.Controller, endpoint, apiAddr string) erro
 	apiSrv := grpc.NewServer()
 	apiserver.New(ctrl).Register(apiSrv)
 
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	ctx, stop := context.WithCancel(ctx)
 	defer stop()
 	klog.InfoS("Controller serving", "endpoint", endpoint, "api", apiLis.Addr())
 	return serveAll(ctx, stop, func(ctx context.Context) error { return csi.Serve(ctx, csiSrv, csiLis) },
