@@ -70,6 +70,22 @@ demo: deps build
 bench: deps build
 	$(GO) run ./test/bench --trireme $(BIN)/trireme --out docs/benchmarks.md
 
+# chaos runs the fault-injection soak: CHAOS_SCHEDULES random schedules of
+# kills, stops, cut links, lost zones and controller restarts while clients
+# write; CHAOS_SEED=N replays from schedule N. make test runs 30.
+CHAOS_SCHEDULES ?= 200
+.PHONY: chaos failover-figures
+chaos: deps build
+	CHAOS_SCHEDULES=$(CHAOS_SCHEDULES) TRIREME_BINARY=$(BIN)/trireme \
+		$(GO) test -count=1 -timeout 6h -run 'TestChaos$$' -v ./test/chaos
+
+# failover-figures measures failover, replacement, resync and rebuild
+# (FIGURE_RUNS runs each) and writes them into docs/failover.md.
+FIGURE_RUNS ?= 20
+failover-figures: deps build
+	TRIREME_FIGURES=$(CURDIR)/docs/failover.md FIGURE_RUNS=$(FIGURE_RUNS) TRIREME_BINARY=$(BIN)/trireme \
+		$(GO) test -count=1 -timeout 3h -run 'TestFigures$$' -v ./test/chaos
+
 generate:
 	hack/generate.sh
 

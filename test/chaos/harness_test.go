@@ -173,7 +173,14 @@ func redirectClientLog(t *testing.T, dir string) *os.File {
 	if err != nil {
 		t.Fatal(err)
 	}
-	klog.LogToStderr(false)
+	fs := flag.NewFlagSet("klog", flag.ContinueOnError)
+	klog.InitFlags(fs)
+	for k, v := range map[string]string{"logtostderr": "false", "alsologtostderr": "false",
+		"stderrthreshold": "FATAL", "legacy_stderr_threshold_behavior": "false"} {
+		if err := fs.Set(k, v); err != nil {
+			t.Logf("klog flag %s: %v", k, err)
+		}
+	}
 	klog.SetOutput(f)
 	return f
 }

@@ -128,7 +128,7 @@ func (w *writer) run(ctx context.Context, stop <-chan struct{}) {
 		default:
 			sinceFlush = 4
 		}
-		if sinceFlush >= 4 {
+		if sinceFlush >= 4 && !stopped(stop) {
 			w.flush(ctx)
 			sinceFlush = 0
 		}
@@ -184,6 +184,15 @@ func readCells(ctx context.Context, c *nbdclient.Client, h *history, client, vol
 		o.got[i] = decodeCell(buf[i*cellSize:(i+1)*cellSize], first+int64(i))
 	}
 	return o, nil
+}
+
+func stopped(stop <-chan struct{}) bool {
+	select {
+	case <-stop:
+		return true
+	default:
+		return false
+	}
 }
 
 func (w *writer) flush(ctx context.Context) {
