@@ -6,8 +6,11 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	csipb "github.com/container-storage-interface/spec/lib/go/csi"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"github.com/trireme-csi/trireme/pkg/api"
 	"github.com/trireme-csi/trireme/pkg/csi"
@@ -65,6 +68,42 @@ func (r *run) provision(ctx context.Context, size int64, preferred string) (*csi
 		return nil, fmt.Errorf("create volume %s: %w", r.pvName, err)
 	}
 	return resp.GetVolume(), nil
+}
+
+// retryAttempts and retryBackoff bound how the demo retries a CSI call
+// that failed for a passing reason, as the sidecars do with a longer
+// exponential backoff.
+const (
+	retryAttempts = 5
+	retryBackoff  = 200 * time.Millisecond
+)
+
+// retry calls fn until it succeeds, fails with a code that says retrying
+// cannot help, or has failed retryAttempts times, waiting backoff after
+// the first failure and twice as long after each next one; it tells
+// retried about each failure it retries after.
+func retry(ctx context.Context, backoff time.Duration, fn func() error, retried func(error)) error {
+	for attempt := 1; ; attempt++ {
+		err := fn()
+		if err == nil || attempt == retryAttempts || !transient(err) {
+			return err
+		}
+		retried(err)
+		if err := sleepCtx(ctx, backoff); err != nil {
+			return err
+		}
+		backoff *= 2
+	}
+}
+
+// transient says whether a CSI call that failed with err may succeed when
+// made again: the external-provisioner retries these.
+func transient(err error) bool {
+	switch status.Code(err) {
+	case codes.Unavailable, codes.Aborted, codes.DeadlineExceeded:
+		return true
+	}
+	return false
 }
 
 // deprovision is DeleteVolume.

@@ -72,11 +72,19 @@ func (r *run) createVolume(ctx context.Context) error {
 	size := volumeSize(r.src)
 	r.say("\n[2/7] Creating a volume through the CSI Controller service, as the external-provisioner would")
 	var createErr error
+	var retried []error
 	r.td.push("DeleteVolume", func(ctx context.Context) error { return r.deleteVolume(ctx, createErr) })
 	err := r.timed("CreateVolume", func() (string, error) {
-		r.vol, createErr = r.provision(ctx, size, preferred)
+		createErr = retry(ctx, retryBackoff, func() error {
+			var err error
+			r.vol, err = r.provision(ctx, size, preferred)
+			return err
+		}, func(err error) { retried = append(retried, err) })
 		return fmt.Sprintf("%s: %s, replicas=3, fsType=%s, preferred zone %s", r.pvName, mib(size), r.o.FSType, preferred), createErr
 	})
+	for _, err := range retried {
+		r.say("   retried, as the external-provisioner does, after: %v", err)
+	}
 	if err != nil {
 		return err
 	}
