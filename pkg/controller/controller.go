@@ -111,6 +111,7 @@ type Controller struct {
 	resumedAt       map[replicaKey]time.Time
 	logged          map[replicaKey]bool
 	volumeLocks     map[string]*sync.Mutex
+	repairing       map[string]bool
 }
 
 // New returns a Controller over opts.Store. It does not close the store.
@@ -129,6 +130,7 @@ func New(opts Options) *Controller {
 		resumedAt:       map[replicaKey]time.Time{},
 		logged:          map[replicaKey]bool{},
 		volumeLocks:     map[string]*sync.Mutex{},
+		repairing:       map[string]bool{},
 	}
 }
 

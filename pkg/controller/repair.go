@@ -28,7 +28,7 @@ const (
 	// resumeBackoff spaces attempts to bring the same replica back.
 	resumeBackoff = 3 * time.Second
 	// repairWorkers bounds the volumes repaired at once.
-	repairWorkers = 8
+	repairWorkers = 32
 )
 
 // errNoChange stops a layout change whose reason went away when the
@@ -67,13 +67,18 @@ func (c *Controller) Run(ctx context.Context) {
 			return
 		case <-t.C:
 		}
-		c.RepairOnce(ctx)
+		c.repairPass(ctx, false)
 	}
 }
 
-// RepairOnce runs one pass of Run over every volume, a few at a time.
-func (c *Controller) RepairOnce(ctx context.Context) {
-	sem := make(chan struct{}, repairWorkers)
+// RepairOnce runs one pass of Run over every volume, a few at a time, and
+// waits for it.
+func (c *Controller) RepairOnce(ctx context.Context) { c.repairPass(ctx, true) }
+
+// repairPass starts a repair of every volume not being repaired already.
+// Run does not wait for them: a volume whose node is slow to answer must
+// not hold back the failover of another.
+func (c *Controller) repairPass(ctx context.Context, wait bool) {
 	var wg sync.WaitGroup
 	opts := store.ListOptions{Limit: 200}
 	for {
@@ -83,10 +88,13 @@ func (c *Controller) RepairOnce(ctx context.Context) {
 			break
 		}
 		for _, v := range page.Volumes {
-			sem <- struct{}{}
+			if !c.startRepair(v.ID) {
+				continue
+			}
 			wg.Add(1)
 			go func() {
-				defer func() { <-sem; wg.Done() }()
+				defer wg.Done()
+				defer c.endRepair(v.ID)
 				if err := c.repairVolume(ctx, v); err != nil && ctx.Err() == nil {
 					klog.InfoS("Repair step failed; will retry", "volume", v.ID, "err", err)
 				}
@@ -97,7 +105,27 @@ func (c *Controller) RepairOnce(ctx context.Context) {
 		}
 		opts.StartAfter = page.Next
 	}
-	wg.Wait()
+	if wait {
+		wg.Wait()
+	}
+}
+
+// startRepair claims the volume for one repair, unless one runs already
+// or repairWorkers are busy.
+func (c *Controller) startRepair(id string) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.repairing[id] || len(c.repairing) >= repairWorkers {
+		return false
+	}
+	c.repairing[id] = true
+	return true
+}
+
+func (c *Controller) endRepair(id string) {
+	c.mu.Lock()
+	delete(c.repairing, id)
+	c.mu.Unlock()
 }
 
 // health is what a repair pass knows of the nodes.
@@ -252,6 +280,8 @@ func cmpBool(a, b bool) int {
 
 // replicaState asks a node about its replica of the volume.
 func (c *Controller) replicaState(ctx context.Context, nodeID, volumeID string) (*apiv1.Volume, error) {
+	ctx, cancel := context.WithTimeout(ctx, c.opts.PushTimeout)
+	defer cancel()
 	var out *apiv1.Volume
 	err := c.callNode(ctx, nodeID, "get replica of "+volumeID, func(ctx context.Context, cl apiv1.NodeClient) error {
 		resp, err := cl.GetVolume(ctx, &apiv1.GetVolumeRequest{VolumeId: volumeID})
