@@ -19,6 +19,8 @@ import (
 	"k8s.io/utils/ptr"
 
 	"github.com/trireme-csi/trireme/internal/kubetest"
+	"github.com/trireme-csi/trireme/pkg/agent"
+	"github.com/trireme-csi/trireme/pkg/controller"
 	"github.com/trireme-csi/trireme/pkg/kube"
 	storekube "github.com/trireme-csi/trireme/pkg/store/kube"
 )
@@ -191,5 +193,49 @@ func waitNodeZone(t *testing.T, cp *kubetest.ControlPlane, id, zone string) {
 	n, err := s.GetNode(t.Context(), id)
 	if err != nil || n.Zone != zone {
 		t.Fatalf("node record %+v, %v; want zone %s", n, err, zone)
+	}
+}
+
+func TestNodeIDFromNodeName(t *testing.T) {
+	t.Setenv("NODE_NAME", "worker-7")
+	t.Setenv("KUBERNETES_SERVICE_HOST", "")
+	tests := []struct {
+		flag, want string
+	}{
+		{"", "worker-7"},
+		{"n1", "n1"},
+	}
+	for _, tc := range tests {
+		cfg := agent.Config{NodeID: tc.flag}
+		stop, err := (&nodeKube{lease: &leaseFlags{}}).apply(&cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		stop()
+		if cfg.NodeID != tc.want || cfg.ControllerAddress != "" {
+			t.Errorf("--node-id %q: node id %q, controller %q; want %q and no controller",
+				tc.flag, cfg.NodeID, cfg.ControllerAddress, tc.want)
+		}
+	}
+}
+
+func TestControllerStoreFlagsRefused(t *testing.T) {
+	tests := []struct {
+		name  string
+		store string
+		elect bool
+		want  string
+	}{
+		{"unknown store", "etcd", false, `--store="etcd": want bolt or kube`},
+		{"leader election on a local file", storeBolt, true, "--leader-elect needs --store=kube: every replica must see the same records"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			k := &controllerKube{store: tc.store, elect: tc.elect, lease: &leaseFlags{}}
+			_, err := k.openStore(filepath.Join(t.TempDir(), "db"), &controller.Options{})
+			if err == nil || err.Error() != tc.want {
+				t.Errorf("openStore: error %v, want %q", err, tc.want)
+			}
+		})
 	}
 }
