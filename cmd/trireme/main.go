@@ -61,6 +61,8 @@ func run(args []string, stdout, stderr io.Writer) error {
 		return runNode(args[1:], stderr)
 	case "volumes":
 		return runVolumes(args[1:], stdout, stderr)
+	case "certs":
+		return runCerts(args[1:], stdout, stderr)
 	case "local-cluster", "demo":
 		return runLocalCluster(args[0], args[1:], stdout, stderr)
 	case "version":
@@ -82,6 +84,7 @@ Commands:
   controller     run the controller: CSI Identity and Controller, node registry
   node           run the node agent: replicas, replication, NBD exports, Node API
   volumes        print a node's volumes with replica health and sync progress
+  certs          create the cluster CA and issue component certificates
   local-cluster  run a controller and six nodes in three zones on this machine and
                  move a volume of real files across zones through CSI (needs root)
   demo           the same as local-cluster
