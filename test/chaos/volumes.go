@@ -6,9 +6,12 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	csipb "github.com/container-storage-interface/spec/lib/go/csi"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"github.com/trireme-csi/trireme/pkg/api"
 	apiv1 "github.com/trireme-csi/trireme/pkg/api/v1"
@@ -55,13 +58,21 @@ func (c *cluster) createVolume(ctx context.Context, name string, size int64, zon
 			Requisite: preferred, Preferred: preferred,
 		},
 	}
-	resp, err := c.controller.csi().CreateVolume(ctx, req)
+	var resp *csipb.CreateVolumeResponse
+	err := retry(ctx, func() (err error) {
+		resp, err = c.controller.csi().CreateVolume(ctx, req)
+		return err
+	})
 	if err != nil {
 		return nil, fmt.Errorf("create volume %s: %w", name, err)
 	}
 	v := &volume{name: name, id: resp.GetVolume().GetVolumeId(), size: resp.GetVolume().GetCapacityBytes(), publishedTo: publishTo}
-	pub, err := c.controller.csi().ControllerPublishVolume(ctx, &csipb.ControllerPublishVolumeRequest{
-		VolumeId: v.id, NodeId: publishTo, VolumeCapability: blockCapability(),
+	var pub *csipb.ControllerPublishVolumeResponse
+	err = retry(ctx, func() (err error) {
+		pub, err = c.controller.csi().ControllerPublishVolume(ctx, &csipb.ControllerPublishVolumeRequest{
+			VolumeId: v.id, NodeId: publishTo, VolumeCapability: blockCapability(),
+		})
+		return err
 	})
 	if err != nil {
 		return v, fmt.Errorf("publish volume %s to %s: %w", v.id, publishTo, err)
@@ -74,15 +85,52 @@ func (c *cluster) createVolume(ctx context.Context, name string, size int64, zon
 
 // deleteVolume unpublishes and deletes the volume.
 func (c *cluster) deleteVolume(ctx context.Context, v *volume) error {
-	_, err := c.controller.csi().ControllerUnpublishVolume(ctx, &csipb.ControllerUnpublishVolumeRequest{VolumeId: v.id, NodeId: v.publishedTo})
+	err := retry(ctx, func() error {
+		_, err := c.controller.csi().ControllerUnpublishVolume(ctx, &csipb.ControllerUnpublishVolumeRequest{VolumeId: v.id, NodeId: v.publishedTo})
+		return err
+	})
 	if err != nil {
 		return fmt.Errorf("unpublish volume %s: %w", v.id, err)
 	}
-	if _, err := c.controller.csi().DeleteVolume(ctx, &csipb.DeleteVolumeRequest{VolumeId: v.id}); err != nil {
+	err = retry(ctx, func() error {
+		_, err := c.controller.csi().DeleteVolume(ctx, &csipb.DeleteVolumeRequest{VolumeId: v.id})
+		return err
+	})
+	if err != nil {
 		return fmt.Errorf("delete volume %s: %w", v.id, err)
 	}
 	return nil
 }
+
+// retryFor bounds the retries of a CSI call that failed with a code the
+// CSI sidecars retry on.
+const retryFor = 30 * time.Second
+
+// retry calls f until it succeeds, fails with a code the sidecars would
+// not retry, or retryFor passes. Every retry is counted in retries.
+func retry(ctx context.Context, f func() error) error {
+	deadline := time.Now().Add(retryFor)
+	for {
+		err := f()
+		switch status.Code(err) {
+		case codes.Unavailable, codes.Aborted, codes.DeadlineExceeded:
+		default:
+			return err
+		}
+		if time.Now().After(deadline) {
+			return err
+		}
+		retries.Add(1)
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(250 * time.Millisecond):
+		}
+	}
+}
+
+// retries counts CSI calls the harness had to repeat.
+var retries atomic.Int64
 
 // locate asks the controller where the volume is served.
 func (c *cluster) locate(ctx context.Context, id string) (*apiv1.LocateVolumeResponse, error) {
