@@ -33,7 +33,8 @@ func (s *Store) putNode(ctx context.Context, n store.Node) (store.Node, error) {
 		return store.Node{}, err
 	}
 	if n.Revision == 0 {
-		return s.writeNode(ctx, n, "")
+		out, err := s.writeNode(ctx, n, "")
+		return out, storeErr(err)
 	}
 	for {
 		stored, rv, err := s.getNode(ctx, n.ID)
@@ -51,7 +52,8 @@ func (s *Store) putNode(ctx context.Context, n store.Node) (store.Node, error) {
 }
 
 // writeNode creates the node (rv empty) or replaces the object at rv,
-// with the revision one higher. API errors come back as they are.
+// with the revision one higher. API errors come back as they are, for
+// the caller to tell a conflict.
 func (s *Store) writeNode(ctx context.Context, n store.Node, rv string) (store.Node, error) {
 	n.Revision++
 	obj := encodeNode(n)
@@ -66,9 +68,6 @@ func (s *Store) writeNode(ctx context.Context, n store.Node, rv string) (store.N
 		out, err = s.res.update(ctx, NodeResource, u)
 	}
 	if err != nil {
-		if rv == "" {
-			return store.Node{}, storeErr(err)
-		}
 		return store.Node{}, err
 	}
 	return decodeNodeObject(out, n.ID)
@@ -133,20 +132,24 @@ func (s *Store) ListNodes(ctx context.Context) ([]store.Node, error) {
 
 // DeleteNode implements store.Store.
 func (s *Store) DeleteNode(ctx context.Context, id string, revision uint64) error {
+	if err := s.deleteNode(ctx, id, revision); err != nil {
+		return fmt.Errorf("delete node %s: %w", id, err)
+	}
+	return nil
+}
+
+func (s *Store) deleteNode(ctx context.Context, id string, revision uint64) error {
 	for {
 		stored, rv, err := s.getNode(ctx, id)
-		if err == nil {
-			err = checkRevision(stored.Revision, revision)
-		}
-		if err == nil {
-			err = s.res.delete(ctx, NodeResource, objectName(id), rv)
-			if apierrors.IsConflict(err) {
-				continue
-			}
-		}
 		if err != nil {
-			return fmt.Errorf("delete node %s: %w", id, storeErr(err))
+			return err
 		}
-		return nil
+		if err := checkRevision(stored.Revision, revision); err != nil {
+			return err
+		}
+		err = s.res.delete(ctx, NodeResource, objectName(id), rv)
+		if !apierrors.IsConflict(err) {
+			return storeErr(err)
+		}
 	}
 }

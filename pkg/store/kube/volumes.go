@@ -89,8 +89,9 @@ func (s *Store) claimName(ctx context.Context, name, id string) error {
 }
 
 // takeOver points a claim at id if the volume it names is gone. It
-// returns done if the claim is now id's, and ErrExists if another volume
-// holds the name; neither means the claim changed under it: try again.
+// returns done when the claim names id, ErrExists when another volume
+// holds the name, and neither when the claim changed meanwhile: the
+// caller reads it again.
 func (s *Store) takeOver(ctx context.Context, claim *unstructured.Unstructured, name, id string) (bool, error) {
 	var c nameObject
 	if err := fromUnstructured(claim, &c); err != nil {
