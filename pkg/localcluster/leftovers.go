@@ -29,7 +29,7 @@ func Leftovers(dir string) (mounts, loops []string, err error) {
 // then, per node, the frontend's loop devices and FUSE mounts. It reports
 // what it found, and what it could not remove.
 func (s *System) sweep() error {
-	mounts, loops, err := Leftovers(s.Dir)
+	mounts, loops, err := s.leftovers()
 	if err != nil || len(mounts)+len(loops) == 0 {
 		return err
 	}
@@ -45,10 +45,23 @@ func (s *System) sweep() error {
 		errs = append(errs, frontend.Cleanup(d))
 	}
 	errs = append(errs, waitUnbound(bound, releaseTimeout))
-	if mounts, loops, err := Leftovers(s.Dir); err != nil || len(mounts)+len(loops) > 0 {
+	if mounts, loops, err := s.leftovers(); err != nil || len(mounts)+len(loops) > 0 {
 		errs = append(errs, fmt.Errorf("could not remove mounts %q, loop devices %q: %w", mounts, loops, err))
 	}
 	return errors.Join(errs...)
+}
+
+// leftovers is Leftovers of the system's directory, without the
+// directory's own shared bind mount.
+func (s *System) leftovers() (mounts, loops []string, err error) {
+	all, loops, err := Leftovers(s.Dir)
+	dir := resolve(s.Dir)
+	for _, m := range all {
+		if m != dir || !s.shared {
+			mounts = append(mounts, m)
+		}
+	}
+	return mounts, loops, err
 }
 
 // releaseTimeout bounds how long the kernel may take to release a loop

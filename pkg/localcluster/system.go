@@ -45,6 +45,9 @@ type System struct {
 	Dir string
 	// NodeCapacity is what each node offers for replicas.
 	NodeCapacity int64
+	// shared says Dir is bind-mounted on itself as a shared mount (see
+	// shareMounts), to be undone last.
+	shared bool
 }
 
 // StartSystem starts the controller, then the node agents, and waits until
@@ -56,15 +59,19 @@ func StartSystem(ctx context.Context, o SystemOptions) (*System, error) {
 	if o.NodeCapacity == 0 {
 		o.NodeCapacity = DefaultNodeCapacity
 	}
-	s := &System{Dir: o.Dir, NodeCapacity: o.NodeCapacity, Cluster: &Cluster{}}
+	s := &System{Dir: o.Dir, NodeCapacity: o.NodeCapacity}
+	if err := shareMounts(resolve(o.Dir)); err != nil {
+		return nil, err
+	}
+	s.shared = true
 	var err error
 	if s.Controller, err = StartController(ctx, o.Binary, o.Dir, o.ControllerIP); err != nil {
-		return nil, err
+		return nil, errors.Join(err, s.Stop())
 	}
 	opts := Options{Binary: o.Binary, Dir: o.Dir, Controller: s.Controller.APIAddress,
 		CSI: true, CapacityBytes: o.NodeCapacity}
 	if s.Cluster, err = Start(ctx, opts, o.Nodes); err != nil {
-		return nil, errors.Join(err, s.Controller.Stop(stopGrace))
+		return nil, errors.Join(err, s.Stop())
 	}
 	if err := s.WaitRegistered(ctx); err != nil {
 		return nil, errors.Join(err, s.Stop())
@@ -157,5 +164,9 @@ func (s *System) Stop() error {
 		errs = append(errs, s.Controller.Stop(stopGrace))
 	}
 	errs = append(errs, s.sweep())
+	if s.shared {
+		errs = append(errs, unshareMounts(resolve(s.Dir)))
+		s.shared = false
+	}
 	return errors.Join(errs...)
 }
