@@ -38,10 +38,14 @@ func (r *run) writeTree(ctx context.Context) error {
 	return r.checkTree(ctx, m, "Checksums on "+r.writer.ID)
 }
 
-// survivingZones are the zones other than the primary's, which the demo
-// loses: the pod is mounted in the first, and moved to the last.
+// survivingZones are the zones other than the one the demo loses, the
+// primary's before the failover: the pod is mounted in the first, and
+// moved to the last.
 func (r *run) survivingZones() []string {
 	lost := r.zoneOf(r.layout.GetPrimary())
+	if r.failover != nil {
+		lost = r.failover.kill.Zone
+	}
 	var zones []string
 	for _, z := range r.sys.Zones() {
 		if z != lost {

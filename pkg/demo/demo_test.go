@@ -71,11 +71,11 @@ func TestLocalClusterSurvivesTheLossOfThePrimarysZone(t *testing.T) {
 	}
 	for _, want := range []string{
 		`\+0\.00s  SIGKILL to every node of zone-b: node-b1 \(pid \d+\), node-b2 \(pid \d+\)`,
-		`epoch \d+ -> \d+: primary node-b1 \(zone-b\) -> node-[ac]1 \(zone-[ac]\)`,
-		`replacement replica on node-[ac]2 \(zone-[ac]\)`,
-		`node-[ac]2 syncing \[[=> ]{30}\] +\d+%`,
-		`node-[ac]2 syncing -> in sync`,
-		`first write acknowledged on the new primary \(issued at \+\d+\.\d\ds\)`,
+		`epoch \d+ -> \d+: primary node-b1 \(zone-b\) -> node-[ac]\d \(zone-[ac]\)`,
+		`replacement replica on node-[ac]\d \(zone-[ac]\)`,
+		`node-[ac]\d syncing \[[=> ]{30}\] +\d+%`,
+		`node-[ac]\d syncing -> in sync`,
+		`first write acknowledged on the new primary node-[ac]\d \(issued at \+\d+\.\d\ds\)`,
 		`\[5/7\] Moving it to node-c\d in zone-c`,
 		`attachment generation \d+ recorded for node-c\d`,
 		`Every one of the \d+ files written on node-a2 reads back on node-c\d`,
@@ -101,7 +101,7 @@ const failoverGoal = 10 * time.Second
 // acknowledged on the new primary.
 func checkKillToAck(t *testing.T, out []byte) {
 	t.Helper()
-	m := regexp.MustCompile(`Kill to first write acknowledged on the new primary node-[ac]1: (\d+\.\d+)s`).FindSubmatch(out)
+	m := regexp.MustCompile(`Kill to first write acknowledged on the new primary node-[ac]\d: (\d+\.\d+)s`).FindSubmatch(out)
 	if m == nil {
 		t.Errorf("output gives no time from the kill to the first acknowledged write")
 		return

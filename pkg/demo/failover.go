@@ -41,6 +41,7 @@ type failover struct {
 	after    *apiv1.Layout
 	promoted time.Time // when the controller's layout first named another primary
 	firstAck ack       // the first write the new primary acknowledged
+	ackedBy  string    // the primary in the layout when firstAck was seen
 	synced   time.Time // when as many replicas as before were in sync on live nodes
 	replaced string    // the node of the replacement replica
 	added    time.Time // when the replacement first showed in the layout
@@ -65,7 +66,7 @@ func (r *run) loseZone(ctx context.Context) error {
 	if err := writes.failed(); err != nil {
 		return err
 	}
-	if err := r.locate(ctx); err != nil {
+	if err := r.waitInSync(ctx); err != nil {
 		return err
 	}
 	f := &failover{before: r.layout}
@@ -99,12 +100,40 @@ func (r *run) reportFailover(f *failover, writes *podWrites) {
 			after++
 		}
 	}
-	r.say("   Kill to first write acknowledged on the new primary %s: %s", f.after.GetPrimary(), seconds(a.done.Sub(f.kill.Sent)))
+	r.say("   Kill to first write acknowledged on the new primary %s: %s", f.ackedBy, seconds(a.done.Sub(f.kill.Sent)))
 	r.say("     (the probes' clocks, from the first SIGKILL to the earliest acknowledgement of a probe write issued")
 	r.say("     once every killed process had exited; that write was issued at %s and acknowledged at %s)", at(a.issued), at(a.done))
 	r.say("   New primary in the controller's layout at %s; replacement on %s in sync at %s.", at(f.promoted), f.replaced, at(f.synced))
 	r.say("   The pod's writes paused for %s at most (from %s) and none failed: %d probe writes acknowledged,", seconds(stall), at(from), len(acks))
 	r.say("   %d of them issued after the kill, and %d files of %d KiB.", after, len(r.podWrites)-probes, writtenFile>>10)
+}
+
+// waitInSync refreshes the layout, waiting until every replica is in
+// sync: a zone loss is survivable only with a replica in sync elsewhere.
+func (r *run) waitInSync(ctx context.Context) error {
+	deadline := time.Now().Add(recoveryTimeout)
+	for said := false; ; said = true {
+		if err := r.locate(ctx); err != nil {
+			return err
+		}
+		var behind []string
+		for _, rep := range r.layout.GetReplicas() {
+			if rep.GetState() != apiv1.ReplicaState_REPLICA_STATE_IN_SYNC {
+				behind = append(behind, rep.GetNodeId()+" "+stateName(rep.GetState()))
+			}
+		}
+		switch {
+		case len(behind) == 0:
+			return nil
+		case time.Now().After(deadline):
+			return fmt.Errorf("volume %s: replicas not in sync after %s: %s", r.vol.GetVolumeId(), recoveryTimeout, strings.Join(behind, ", "))
+		case !said:
+			r.say("   Waiting for every replica to be in sync before the kill: %s.", strings.Join(behind, ", "))
+		}
+		if err := sleepCtx(ctx, pollInterval); err != nil {
+			return err
+		}
+	}
 }
 
 // sayKill narrates the zone loss.
@@ -188,8 +217,8 @@ func (w *watch) poll(ctx context.Context, writes *podWrites) {
 	if !w.acked {
 		_, acks := writes.written()
 		if a, ok := firstAckAfter(acks, w.f.kill.Gone); ok {
-			w.acked, w.f.firstAck = true, a
-			w.event(a.done, fmt.Sprintf("first write acknowledged on the new primary (issued at %s)", w.since(a.issued)))
+			w.acked, w.f.firstAck, w.f.ackedBy = true, a, w.last.GetPrimary()
+			w.event(a.done, fmt.Sprintf("first write acknowledged on the new primary %s (issued at %s)", w.f.ackedBy, w.since(a.issued)))
 		}
 	}
 	w.showSync(ctx, now)

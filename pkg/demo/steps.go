@@ -72,19 +72,13 @@ func (r *run) createVolume(ctx context.Context) error {
 	size := volumeSize(r.src)
 	r.say("\n[2/7] Creating a volume through the CSI Controller service, as the external-provisioner would")
 	var createErr error
-	var retried []error
 	r.td.push("DeleteVolume", func(ctx context.Context) error { return r.deleteVolume(ctx, createErr) })
-	err := r.timed("CreateVolume", func() (string, error) {
-		createErr = retry(ctx, retryBackoff, func() error {
-			var err error
-			r.vol, err = r.provision(ctx, size, preferred)
-			return err
-		}, func(err error) { retried = append(retried, err) })
-		return fmt.Sprintf("%s: %s, replicas=3, fsType=%s, preferred zone %s", r.pvName, mib(size), r.o.FSType, preferred), createErr
+	err := r.timedCall(ctx, "CreateVolume", func() error {
+		r.vol, createErr = r.provision(ctx, size, preferred)
+		return createErr
+	}, func() string {
+		return fmt.Sprintf("%s: %s, replicas=3, fsType=%s, preferred zone %s", r.pvName, mib(size), r.o.FSType, preferred)
 	})
-	for _, err := range retried {
-		r.say("   retried, as the external-provisioner does, after: %v", err)
-	}
 	if err != nil {
 		return err
 	}
@@ -234,26 +228,39 @@ func (r *run) describe(n *localcluster.Node) string {
 func (r *run) mountOn(ctx context.Context, n *localcluster.Node, how string) (*podMount, error) {
 	m := r.newPodMount(n)
 	m.reverse("ControllerUnpublishVolume", &r.td, r.controllerUnpublish)
-	err := r.timed("ControllerPublishVolume", func() (string, error) {
-		err := r.controllerPublish(ctx, m)
-		return fmt.Sprintf("attachment generation %s recorded for %s", m.publishContext[csi.PublishGeneration], n.ID), err
+	err := r.timedCall(ctx, "ControllerPublishVolume", func() error { return r.controllerPublish(ctx, m) }, func() string {
+		return fmt.Sprintf("attachment generation %s recorded for %s", m.publishContext[csi.PublishGeneration], n.ID)
 	})
 	if err != nil {
 		return nil, err
 	}
 	m.reverse("NodeUnstageVolume", &r.td, r.unstage)
-	err = r.timed("NodeStageVolume", func() (string, error) {
-		err := r.stage(ctx, m)
-		return fmt.Sprintf("%s (loop device over a FUSE file over NBD to the primary) %s", m.device, how), err
+	err = r.timedCall(ctx, "NodeStageVolume", func() error { return r.stage(ctx, m) }, func() string {
+		return fmt.Sprintf("%s (loop device over a FUSE file over NBD to the primary) %s", m.device, how)
 	})
 	if err != nil {
 		return nil, err
 	}
 	m.reverse("NodeUnpublishVolume", &r.td, r.unpublish)
-	err = r.timed("NodePublishVolume", func() (string, error) {
-		return "bind-mounted into the pod at " + r.rel(m.target), r.publish(ctx, m)
+	err = r.timedCall(ctx, "NodePublishVolume", func() error { return r.publish(ctx, m) }, func() string {
+		return "bind-mounted into the pod at " + r.rel(m.target)
 	})
 	return m, err
+}
+
+// timedCall makes a CSI call as the sidecars and the kubelet do, again
+// after a passing failure (see retry), and prints how long it took, what
+// detail says of it, and every failure it was retried after.
+func (r *run) timedCall(ctx context.Context, label string, call func() error, detail func() string) error {
+	var retried []error
+	err := r.timed(label, func() (string, error) {
+		err := retry(ctx, retryBackoff, call, func(err error) { retried = append(retried, err) })
+		return detail(), err
+	})
+	for _, e := range retried {
+		r.say("   retried after: %v", e)
+	}
+	return err
 }
 
 // rel returns path relative to the work directory, for the narration.
