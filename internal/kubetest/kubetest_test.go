@@ -87,3 +87,25 @@ func TestControllerManagerRunsControllers(t *testing.T) {
 		time.Sleep(200 * time.Millisecond)
 	}
 }
+
+func TestContainerRestartsItsProcess(t *testing.T) {
+	c := StartContainer(t, "sleeper", "/bin/sh", "-c", "echo started; sleep 60")
+	first := c.Process()
+	first.Kill()
+	deadline := time.Now().Add(10 * time.Second)
+	for c.Restarts() == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("not restarted after 10s")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if c.Process() == first {
+		t.Fatal("Process returns the killed process after a restart")
+	}
+	c.Stop()
+	select {
+	case <-c.Process().Exited():
+	default:
+		t.Fatal("process still running after Stop")
+	}
+}

@@ -53,8 +53,9 @@ func logName(name string) string {
 	return strings.NewReplacer("/", "-", " ", "-").Replace(name) + ".log"
 }
 
+// spawn starts binary with args, its output appended to logPath.
 func spawn(name, binary string, args []string, logPath string) (*Process, error) {
-	logf, err := os.Create(logPath)
+	logf, err := os.OpenFile(logPath, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644)
 	if err != nil {
 		return nil, fmt.Errorf("start %s: %w", name, err)
 	}

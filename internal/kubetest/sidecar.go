@@ -11,11 +11,14 @@ var sidecarArgs = map[string][]string{
 	CSIResizer:     {"--retry-interval-start=500ms", "--retry-interval-max=5s"},
 }
 
-// StartSidecar starts a CSI sidecar (CSIProvisioner, CSIAttacher or
+// StartSidecar starts a CSI sidecar as a Container (CSIProvisioner, CSIAttacher or
 // CSIResizer) against the driver serving on the unix socket at csiSocket,
 // talking to the apiserver as the admin user. extra is added to its command
-// line. It skips t, or fails it under CI, when the sidecar is not built.
-func (cp *ControlPlane) StartSidecar(t testing.TB, name, csiSocket string, extra ...string) *Process {
+// line. Like a sidecar in a pod, it is started again when it exits: the
+// sidecars give up when the driver's socket does not answer within
+// --timeout. It skips t, or fails it under CI, when the sidecar is not
+// built.
+func (cp *ControlPlane) StartSidecar(t testing.TB, name, csiSocket string, extra ...string) *Container {
 	t.Helper()
 	defaults, ok := sidecarArgs[name]
 	if !ok {
@@ -29,5 +32,5 @@ func (cp *ControlPlane) StartSidecar(t testing.TB, name, csiSocket string, extra
 		"--v=4",
 	}
 	args = append(append(args, defaults...), extra...)
-	return StartProcess(t, name, Tool(t, name), args...)
+	return StartContainer(t, name, Tool(t, name), args...)
 }
