@@ -32,16 +32,15 @@ func TestChaos(t *testing.T) {
 	for i := range cfg.schedules {
 		s := newSchedule(cfg.seed+uint64(i), ids, c.spec.zones, cfg.vols)
 		t.Logf("schedule %d/%d seed %d: %s", i+1, cfg.schedules, s.seed, s)
-		failedBefore := t.Failed()
 		st, err := runSchedule(t, c, s, cfg)
 		total.add(st)
 		if err != nil {
 			t.Fatalf("schedule seed %d (replay: CHAOS_SEED=%d CHAOS_SCHEDULES=1): %v", s.seed, s.seed, err)
 		}
-		if t.Failed() && !failedBefore {
+		if st.failed {
 			failed++
 		}
-		if failed >= maxFailedSchedules {
+		if failed >= cfg.maxFailed {
 			t.Fatalf("stopping after %d failed schedules", failed)
 		}
 	}
@@ -49,12 +48,13 @@ func TestChaos(t *testing.T) {
 		cfg.schedules, time.Since(start).Round(time.Second), total.ops, total.unknown, total.cells, retries.Load())
 }
 
-// maxFailedSchedules ends a run: after that many, later schedules mostly
-// repeat what is already known.
-const maxFailedSchedules = 3
-
-// scheduleStats counts what one schedule checked.
-type scheduleStats struct{ ops, unknown, cells int }
+// scheduleStats counts what one schedule checked. A schedule fails when
+// a check after its faults does; one whose volumes could not be created
+// is reported but does not count, so that the run goes on to the faults.
+type scheduleStats struct {
+	ops, unknown, cells int
+	failed              bool
+}
 
 func (s *scheduleStats) add(o scheduleStats) {
 	s.ops += o.ops
@@ -113,6 +113,7 @@ func runSchedule(t *testing.T, c *cluster, s schedule, cfg config) (scheduleStat
 		s.seed, faultsDone.Seconds(), healed.Seconds(), v.ops, v.unknown, v.cells)
 
 	if len(findings) > 0 || readErr != nil || redundantErr != nil || healErr != nil {
+		st.failed = true
 		report(t, s, findings, v.visualized, layouts, readErr, healErr, redundantErr)
 	}
 	return st, c.waitRegistered(ctx, cfg.healTimeout)

@@ -19,10 +19,11 @@ const (
 	cutLink                            // blackhole routes, one way or both
 	loseZone                           // kill -9 of every node of a zone
 	restartController                  // kill -9 of the controller, started again on its db
+	isolateNode                        // cut from every node and the controller, both ways, not from the clients
 )
 
 func (k faultKind) String() string {
-	return [...]string{"kill", "stop", "cut", "lose-zone", "restart-controller"}[k]
+	return [...]string{"kill", "stop", "cut", "lose-zone", "restart-controller", "isolate"}[k]
 }
 
 // fault is one failure: it starts at `at` after the schedule starts and
@@ -44,7 +45,7 @@ type fault struct {
 func (f fault) String() string {
 	s := fmt.Sprintf("%s@%.1fs+%.1fs", f.kind, f.at.Seconds(), f.dur.Seconds())
 	switch f.kind {
-	case killNode, stopNode:
+	case killNode, stopNode, isolateNode:
 		s += " " + f.node
 	case cutLink:
 		dir := "<->"
@@ -120,8 +121,10 @@ func drawFault(r *rand.Rand, nodes, zones []string, vols int) fault {
 		default:
 			f.peer = "client"
 		}
-	case p < 88:
+	case p < 82:
 		f.kind, f.zone, f.dur = loseZone, zones[r.IntN(len(zones))], ms(r, 2000, 8000)
+	case p < 92:
+		f.kind, f.node, f.dur = isolateNode, target(), ms(r, 2000, 6000)
 	default:
 		f.kind, f.dur = restartController, ms(r, 200, 3000)
 	}
@@ -188,6 +191,21 @@ func (in *injector) apply(ctx context.Context, f fault) func() {
 		n := in.resolve(ctx, f.node)
 		in.logf("fault: %s", strings.Replace(f.String(), f.node, n.id, 1))
 		return in.cut(n, f.peer, f.oneWay)
+	case isolateNode:
+		n := in.resolve(ctx, f.node)
+		in.logf("fault: isolate %s from the nodes and the controller for %s; clients still reach it", n.id, f.dur)
+		var heals []func()
+		for _, o := range in.c.nodes {
+			if o != n {
+				heals = append(heals, in.cut(n, o.id, false))
+			}
+		}
+		heals = append(heals, in.cut(n, "controller", false))
+		return func() {
+			for _, h := range heals {
+				h()
+			}
+		}
 	case loseZone:
 		in.logf("fault: lose %s", f.zone)
 		var heals []func()

@@ -62,6 +62,8 @@ type figures struct {
 	rebuildBps  []float64
 	rebuildData []int64
 	diskBps     []float64
+	diskSyncBps []float64
+	badCreates  int
 	notes       []string
 }
 
@@ -125,6 +127,15 @@ func (a *ackLog) firstAfter(t time.Time) (time.Time, bool) {
 	return time.Time{}, false
 }
 
+// waitFirstAfter waits up to timeout for an acknowledgement after t.
+func (a *ackLog) waitFirstAfter(t time.Time, timeout time.Duration) (time.Time, bool) {
+	for deadline := time.Now().Add(timeout); ; time.Sleep(20 * time.Millisecond) {
+		if at, ok := a.firstAfter(t); ok || time.Now().After(deadline) {
+			return at, ok
+		}
+	}
+}
+
 // between returns the bytes acknowledged in [from, to], in total and
 // distinct.
 func (a *ackLog) between(from, to time.Time) (total, distinct int64) {
@@ -177,6 +188,33 @@ func fill(t *testing.T, cl *nbdclient.Client, n int64) {
 	}
 }
 
+// usableVolume creates and publishes a volume and waits until it is
+// fully redundant. A create that leaves an unusable volume is a known
+// product bug the chaos test reports; here it is logged and another
+// volume is made, so that it does not stop the measurement.
+func (f *figures) usableVolume(t *testing.T, c *cluster, name string, size int64, zone, publishTo string) *volume {
+	t.Helper()
+	ctx := context.Background()
+	for attempt := 0; ; attempt++ {
+		n := name
+		if attempt > 0 {
+			n = fmt.Sprintf("%s-retry%d", name, attempt)
+		}
+		v, err := c.createVolume(ctx, n, size, zone, publishTo)
+		if err == nil {
+			err = c.waitRedundant(ctx, []*volume{v}, time.Minute)
+		}
+		if err == nil {
+			return v
+		}
+		f.badCreates++
+		t.Logf("volume %s unusable after create (product bug, made another): %v", n, err)
+		if attempt == 3 {
+			t.Fatalf("no usable volume after %d attempts", attempt+1)
+		}
+	}
+}
+
 // failover kills every node of the primary's zone while a client writes,
 // and measures the time to the first acknowledged write (on the new
 // primary) and to a replacement replica InSync in the record.
@@ -185,13 +223,7 @@ func (f *figures) failover(t *testing.T, runs int) {
 	ctx := context.Background()
 	for i := range runs {
 		zone := c.spec.zones[i%len(c.spec.zones)]
-		v, err := c.createVolume(ctx, fmt.Sprintf("failover-%d", i), 64<<20, zone, c.nodes[(i+1)%len(c.nodes)].id)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := c.waitRedundant(ctx, []*volume{v}, time.Minute); err != nil {
-			t.Fatal(err)
-		}
+		v := f.usableVolume(t, c, fmt.Sprintf("failover-%d", i), 64<<20, zone, c.nodes[(i+1)%len(c.nodes)].id)
 		cl := dial(t, c, v)
 		fill(t, cl, 16<<20)
 		acks := startAckLog(cl, 16<<20, 4096, 2*time.Millisecond, uint64(i))
@@ -207,7 +239,7 @@ func (f *figures) failover(t *testing.T, runs int) {
 			n.kill()
 		}
 		replaced, rerr := waitReplaced(ctx, c, v, lost, killed, 2*time.Minute)
-		acked, ok := acks.firstAfter(killed)
+		acked, ok := acks.waitFirstAfter(killed, time.Minute)
 		acks.halt()
 		cl.Close()
 		switch {
@@ -317,13 +349,7 @@ func (f *figures) resync(t *testing.T, runs int) {
 	c := newTestCluster(t, 1)
 	ctx := context.Background()
 	for i := range runs {
-		v, err := c.createVolume(ctx, fmt.Sprintf("resync-%d", i), 256<<20, c.spec.zones[i%3], c.nodes[0].id)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := c.waitRedundant(ctx, []*volume{v}, time.Minute); err != nil {
-			t.Fatal(err)
-		}
+		v := f.usableVolume(t, c, fmt.Sprintf("resync-%d", i), 256<<20, c.spec.zones[i%3], c.nodes[0].id)
 		resp, err := c.locate(ctx, v.id)
 		if err != nil {
 			t.Fatal(err)
@@ -433,22 +459,17 @@ func (f *figures) rebuild(t *testing.T, runs int) {
 	const data = 512 << 20
 	c := newTestCluster(t, 2)
 	ctx := context.Background()
-	v, err := c.createVolume(ctx, "rebuild", data+64<<20, "zone-a", c.nodes[0].id)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := c.waitRedundant(ctx, []*volume{v}, time.Minute); err != nil {
-		t.Fatal(err)
-	}
+	v := f.usableVolume(t, c, "rebuild", data+64<<20, "zone-a", c.nodes[0].id)
 	cl := dial(t, c, v)
 	fill(t, cl, data)
 	cl.Close()
 	for i := range runs {
-		disk, err := diskSpeed(c.nodes[0].dataDir)
-		if err != nil {
-			t.Fatal(err)
-		}
+		disk, err := diskSpeed(c.nodes[0].dataDir, "oflag=direct")
+		must(t, err)
+		synced, err := diskSpeed(c.nodes[0].dataDir, "conv=fdatasync")
+		must(t, err)
 		f.diskBps = append(f.diskBps, disk)
+		f.diskSyncBps = append(f.diskSyncBps, synced)
 		resp, err := c.locate(ctx, v.id)
 		if err != nil {
 			t.Fatal(err)
@@ -479,8 +500,8 @@ func (f *figures) rebuild(t *testing.T, runs int) {
 		bps := float64(rec.bytes) / rec.duration.Seconds()
 		f.rebuildBps = append(f.rebuildBps, bps)
 		f.rebuildData = append(f.rebuildData, rec.bytes)
-		t.Logf("run %d: replaced %s by %s: copied %s in %s = %.0f MiB/s; disk %.0f MiB/s", i, victim.id, rec.replica,
-			mib(rec.bytes), rec.duration, bps/(1<<20), disk/(1<<20))
+		t.Logf("run %d: replaced %s by %s: copied %s in %s = %.0f MiB/s; disk %.0f MiB/s direct, %.0f MiB/s buffered+fdatasync",
+			i, victim.id, rec.replica, mib(rec.bytes), rec.duration, bps/(1<<20), disk/(1<<20), synced/(1<<20))
 		must(t, victim.start())
 		if err := c.waitRegistered(ctx, time.Minute); err != nil {
 			t.Fatal(err)
@@ -488,13 +509,14 @@ func (f *figures) rebuild(t *testing.T, runs int) {
 	}
 }
 
-// diskSpeed writes 512 MiB with O_DIRECT into dir and returns bytes per
-// second.
-func diskSpeed(dir string) (float64, error) {
+// diskSpeed writes 512 MiB into dir with dd and the flag (oflag=direct,
+// or conv=fdatasync: through the page cache, then synced) and returns
+// bytes per second.
+func diskSpeed(dir, flag string) (float64, error) {
 	p := filepath.Join(dir, "ddtest")
 	defer os.Remove(p)
 	start := time.Now()
-	out, err := exec.Command("dd", "if=/dev/zero", "of="+p, "bs=1M", "count=512", "oflag=direct").CombinedOutput()
+	out, err := exec.Command("dd", "if=/dev/zero", "of="+p, "bs=1M", "count=512", flag).CombinedOutput()
 	if err != nil {
 		return 0, fmt.Errorf("dd: %w: %s", err, out)
 	}

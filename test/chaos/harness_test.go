@@ -84,11 +84,12 @@ type config struct {
 	volSize       int64
 	retry         time.Duration // the writers' retry timeout
 	healTimeout   time.Duration
+	maxFailed     int // failed schedules that end the run
 }
 
 func loadConfig(t *testing.T, defaultSchedules int) config {
 	cfg := config{schedules: defaultSchedules, vols: 3, writersPerVol: 2, volSize: 16 << 20,
-		retry: 20 * time.Second, healTimeout: 60 * time.Second}
+		retry: 20 * time.Second, healTimeout: 60 * time.Second, maxFailed: 3}
 	if raceEnabled {
 		cfg.schedules = 3
 	}
@@ -104,6 +105,9 @@ func loadConfig(t *testing.T, defaultSchedules int) config {
 	}
 	if *flagSeed > 0 {
 		cfg.seed = *flagSeed
+	}
+	if v := os.Getenv("CHAOS_MAX_FAILED"); v != "" {
+		cfg.maxFailed = atoi(t, "CHAOS_MAX_FAILED", v)
 	}
 	if v := os.Getenv("CHAOS_HEAL_TIMEOUT"); v != "" {
 		d, err := time.ParseDuration(v)
@@ -152,11 +156,11 @@ func newTestCluster(t *testing.T, perZone int, extraNodeArgs ...string) *cluster
 		if err := c.destroy(); err != nil {
 			t.Errorf("removing the chaos network: %v", err)
 		}
-		klog.SetOutput(io.Discard)
+		klog.SetOutputBySeverity("INFO", io.Discard)
 		clientLog.Close()
 		if t.Failed() {
 			if a := artifactsDir(t); a != "" {
-				saveLogs(t, dir, filepath.Join(a, "logs"))
+				saveLogs(t, dir, filepath.Join(a, "logs-"+strings.ReplaceAll(t.Name(), "/", "-")))
 			}
 		}
 		os.RemoveAll(dir)
@@ -181,7 +185,7 @@ func redirectClientLog(t *testing.T, dir string) *os.File {
 			t.Logf("klog flag %s: %v", k, err)
 		}
 	}
-	klog.SetOutput(f)
+	klog.SetOutputBySeverity("INFO", f)
 	return f
 }
 
