@@ -2,11 +2,15 @@ package nbd
 
 import (
 	"bufio"
+	"container/list"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
 	"net"
+	"net/netip"
 	"os"
 	"sync"
 	"sync/atomic"
@@ -17,11 +21,24 @@ import (
 // conn is one client connection, from greeting to close.
 type conn struct {
 	srv    *Server
-	nc     net.Conn
+	raw    net.Conn // the accepted connection; shutdown closes it
 	remote string
-	br     *bufio.Reader
 	ctx    context.Context
 	cancel context.CancelFunc
+
+	// The connection and reader requests arrive on: raw at first, then
+	// TLS after STARTTLS. Set during negotiation, read-only afterwards.
+	nc      net.Conn
+	br      *bufio.Reader
+	tlsConn *tls.Conn         // nil until STARTTLS completes
+	peer    *x509.Certificate // the client's certificate under TLS
+	bw      *bufio.Writer     // gathers replies into TLS records
+
+	// Kept by the server's admission, under its lock.
+	ip            netip.Addr    // counted against the address's limit
+	negotiating   *list.Element // in a list of negotiating connections
+	heard         bool          // which list: some bytes were received
+	inNegotiation atomic.Bool   // negotiating is set; read without the lock
 
 	// Set by negotiation, read-only afterwards.
 	noZeroes bool
@@ -39,9 +56,10 @@ type conn struct {
 	failMu    sync.Mutex
 	failure   error
 
-	requests     atomic.Int64
-	rejected     atomic.Int64
-	exportErrors atomic.Int64
+	requests       atomic.Int64
+	refusedOptions atomic.Int64
+	rejected       atomic.Int64
+	exportErrors   atomic.Int64
 }
 
 // newConn wraps an accepted connection.
@@ -49,14 +67,15 @@ func newConn(s *Server, nc net.Conn) *conn {
 	ctx, cancel := context.WithCancel(context.Background())
 	c := &conn{
 		srv:    s,
-		nc:     nc,
+		raw:    nc,
 		remote: nc.RemoteAddr().String(),
-		br:     bufio.NewReaderSize(nc, 64<<10),
 		ctx:    ctx,
 		cancel: cancel,
 		limit:  newLimiter(s.opts.MaxInFlight, s.opts.MaxInFlightBytes),
 	}
 	c.flushed.L = &c.wmu
+	c.nc = &heardConn{Conn: nc, c: c}
+	c.br = bufio.NewReaderSize(c.nc, negotiationBufferSize)
 	return c
 }
 
@@ -64,7 +83,12 @@ func newConn(s *Server, nc net.Conn) *conn {
 func (c *conn) serve() error {
 	klog.V(2).InfoS("NBD client connected", "remote", c.remote)
 	err := c.negotiate()
+	c.srv.admission.endNegotiation(c)
 	if err == nil {
+		if c.tlsConn == nil {
+			c.nc = c.raw // keeps writev for replies
+		}
+		c.br = c.transmissionReader()
 		err = c.transmit()
 	}
 	err = c.reason(err)
@@ -82,7 +106,7 @@ func (c *conn) serve() error {
 func (c *conn) shutdown() {
 	c.closeOnce.Do(func() {
 		c.cancel()
-		c.nc.Close()
+		c.raw.Close()
 	})
 }
 

@@ -50,6 +50,10 @@ var (
 	errTruncated          = errors.New("connection closed in the middle of a frame")
 	errReplyFailed        = errors.New("reply could not be sent")
 	errHandshakeTimeout   = errors.New("handshake timed out")
+	errTLSRequired        = errors.New("client chose an export before upgrading to TLS")
+	errTLSHandshake       = errors.New("TLS handshake failed")
+	errEvicted            = errors.New("evicted: too many connections negotiating")
+	errTooManyConns       = errors.New("too many connections from the client's address")
 )
 
 // Reasons an NBD_OPT_INFO or NBD_OPT_GO payload is refused with

@@ -1,7 +1,7 @@
 // Package nbd implements the server side of the Network Block Device
-// protocol (fixed newstyle negotiation, simple replies), so that standard
-// clients such as qemu-io, qemu-img, nbdinfo, nbdcopy and fio's nbd engine
-// can read and write Trireme volumes.
+// protocol (fixed newstyle negotiation, simple replies, NBD_OPT_STARTTLS),
+// so that standard clients such as qemu-io, qemu-img, nbdinfo, nbdcopy and
+// fio's nbd engine can read and write Trireme volumes.
 package nbd
 
 import "context"

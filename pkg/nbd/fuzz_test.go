@@ -199,6 +199,7 @@ func serveConnSeeds() []serveConnSeed {
 		{false, options},
 		{false, exportName},
 		{false, append(bytes.Clone(flags), optionBytes(nbdwire.OptGo, infoPayload("vol"))[:20]...)},
+		{false, append(bytes.Clone(flags), append(optionBytes(optStartTLS, nil), optionBytes(optList, nil)...)...)},
 		{false, []byte("GET / HTTP/1.1\r\n\r\n")},
 		{false, nil},
 	}

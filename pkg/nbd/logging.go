@@ -43,7 +43,7 @@ func (c *conn) logEnd(err error) {
 		"requests", c.requests.Load(), "rejected", c.rejected.Load(),
 		"exportErrors", c.exportErrors.Load()}
 	if err == nil || errors.Is(err, errClientAborted) || errors.Is(err, ErrServerClosed) ||
-		errors.Is(err, errClientDisconnected) {
+		errors.Is(err, errClientDisconnected) || errors.Is(err, errEvicted) {
 		reason := "client sent NBD_CMD_DISC"
 		if err != nil {
 			reason = err.Error()
@@ -67,6 +67,9 @@ func (c *conn) logRejection(req request, errno uint32) {
 
 // logOption logs an option the server refused during negotiation.
 func (c *conn) logOption(option uint32, reason string) {
+	if c.refusedOptions.Add(1) > maxLoggedRejections {
+		return
+	}
 	klog.InfoS("NBD option refused", "remote", c.remote, "option", option, "reason", reason)
 }
 

@@ -53,7 +53,12 @@ func (c *conn) nextOption() (done bool, err error) {
 	if err != nil {
 		return false, err
 	}
+	if c.tlsRequired(hdr.option) {
+		return false, c.refuseBeforeTLS(hdr.option)
+	}
 	switch hdr.option {
+	case optStartTLS:
+		return false, c.startTLS(payload)
 	case optExportName:
 		return true, c.exportName(payload)
 	case optInfo, nbdwire.OptGo:
@@ -95,6 +100,9 @@ func (c *conn) readOption() (optionHeader, []byte, error) {
 // reported to the client, so it ends the connection.
 func (c *conn) exportName(payload []byte) error {
 	c.name = string(payload)
+	if err := c.authorize(c.name); err != nil {
+		return err
+	}
 	exp, err := c.srv.exports.Lookup(c.name)
 	if err != nil {
 		return fmt.Errorf("%w: %w", errUnknownExport, err)
@@ -110,6 +118,10 @@ func (c *conn) infoOrGo(option uint32, payload []byte) (done bool, err error) {
 	if err != nil {
 		c.logOption(option, err.Error())
 		return false, c.write(appendOptionReply(nil, option, repErrInvalid, nil))
+	}
+	if err := c.authorize(req.name); err != nil {
+		c.logOption(option, fmt.Sprintf("export %q: %v", truncateName(req.name), err))
+		return false, c.write(appendOptionReply(nil, option, nbdwire.RepErrPolicy, nil))
 	}
 	exp, err := c.srv.exports.Lookup(req.name)
 	if err != nil {
@@ -147,7 +159,7 @@ func (c *conn) list(payload []byte) error {
 		return c.write(appendOptionReply(nil, optList, repErrInvalid, nil))
 	}
 	var b []byte
-	for _, name := range c.srv.exports.List() {
+	for _, name := range c.visibleExports() {
 		b = appendOptionReply(b, optList, repServer, serverEntry(name))
 	}
 	return c.write(appendOptionReply(b, optList, nbdwire.RepAck, nil))

@@ -31,6 +31,7 @@ const (
 	repServer     uint32 = 2
 	repErrUnsup   uint32 = 1<<31 + 1
 	repErrInvalid uint32 = 1<<31 + 3
+	repErrTLSReqd uint32 = 1<<31 + 5
 	repErrTooBig  uint32 = 1<<31 + 9
 )
 

@@ -3,6 +3,8 @@ package nbd
 import (
 	"github.com/trireme-csi/trireme/internal/budget"
 
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"net"
@@ -50,6 +52,28 @@ type Options struct {
 	// MaxOptions bounds the options a client may send before it starts
 	// transmission; the connection is closed past it.
 	MaxOptions int
+
+	// TLS, when set, requires every client to upgrade with
+	// NBD_OPT_STARTTLS before any other option is answered (the
+	// specification's forced TLS mode): a client that does not learns
+	// nothing, not even the export names. Set ClientAuth to
+	// tls.RequireAndVerifyClientCert to admit only clients with a
+	// certificate; certs.Bundle.ServerConfig does. Nil serves plain TCP.
+	TLS *tls.Config
+	// Authorize, when set, decides whether a client may open an export,
+	// before the export is looked up: an error refuses NBD_OPT_INFO and
+	// NBD_OPT_GO with NBD_REP_ERR_POLICY, and ends a connection that
+	// sent NBD_OPT_EXPORT_NAME. NBD_OPT_LIST names only the exports it
+	// admits. peer is the client's verified certificate, nil on a
+	// connection without TLS. It must be safe for concurrent use.
+	Authorize func(peer *x509.Certificate, exportName string) error
+	// MaxConnsPerIP bounds the connections one client address may hold
+	// at once; further ones are closed when accepted. Zero means no limit.
+	MaxConnsPerIP int
+	// MaxNegotiating bounds the connections negotiating at once; a new
+	// connection past it evicts the one negotiating longest. Zero means
+	// no limit.
+	MaxNegotiating int
 }
 
 // withDefaults fills the zero fields of o.
@@ -75,9 +99,10 @@ func (o Options) withDefaults() Options {
 // Server serves Exports to NBD clients. It is safe for concurrent use;
 // one Server may serve several listeners.
 type Server struct {
-	exports Exports
-	opts    Options
-	budget  *budget.Budget // request buffers across connections
+	exports   Exports
+	opts      Options
+	budget    *budget.Budget // request buffers across connections
+	admission *admission
 
 	mu        sync.Mutex
 	closed    bool
@@ -93,6 +118,7 @@ func NewServer(exports Exports, opts Options) *Server {
 		exports:   exports,
 		opts:      opts,
 		budget:    budget.New(opts.MaxServerBytes),
+		admission: newAdmission(opts.MaxConnsPerIP, opts.MaxNegotiating),
 		listeners: map[net.Listener]struct{}{},
 		conns:     map[*conn]struct{}{},
 	}
@@ -123,8 +149,12 @@ func (s *Server) Serve(l net.Listener) error {
 		}
 		delay = 0
 		c := newConn(s, nc)
+		if !s.admission.admit(c) {
+			c.shutdown()
+			continue
+		}
 		if !s.track(c) {
-			nc.Close()
+			c.shutdown()
 			return ErrServerClosed
 		}
 		go s.serveTracked(c)
@@ -137,8 +167,12 @@ func (s *Server) Serve(l net.Listener) error {
 // otherwise the reason. It closes nc.
 func (s *Server) ServeConn(nc net.Conn) error {
 	c := newConn(s, nc)
+	if !s.admission.admit(c) {
+		c.shutdown()
+		return errTooManyConns
+	}
 	if !s.track(c) {
-		nc.Close()
+		c.shutdown()
 		return ErrServerClosed
 	}
 	return s.serveTracked(c)
@@ -172,20 +206,28 @@ func (s *Server) serveTracked(c *conn) error {
 	return c.serve()
 }
 
-// track registers a connection, unless the server is closed.
+// track registers a connection, unless the server is closed, and counts
+// it as negotiating, which may evict another.
 func (s *Server) track(c *conn) bool {
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	if s.closed {
+		s.mu.Unlock()
+		s.admission.release(c)
 		return false
 	}
 	s.conns[c] = struct{}{}
 	s.wg.Add(1)
+	s.mu.Unlock()
+	if evicted := s.admission.startNegotiation(c); evicted != nil {
+		evicted.fail(errEvicted)
+	}
 	return true
 }
 
 // untrack forgets a connection whose handler has returned.
 func (s *Server) untrack(c *conn) {
+	s.admission.endNegotiation(c)
+	s.admission.release(c)
 	s.mu.Lock()
 	delete(s.conns, c)
 	s.mu.Unlock()

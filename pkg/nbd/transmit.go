@@ -159,7 +159,7 @@ func (c *conn) sendReply(handle uint64, errno uint32, data []byte) error {
 		batch := c.replies
 		c.replies = nil
 		c.wmu.Unlock()
-		_, err = batch.WriteTo(c.nc)
+		err = c.writeBatch(batch)
 		c.wmu.Lock()
 	}
 	c.replies = nil
