@@ -104,8 +104,10 @@ func (r *run) reportFailover(f *failover, writes *podWrites) {
 	r.say("     (the probes' clocks, from the first SIGKILL to the earliest acknowledgement of a probe write issued")
 	r.say("     once every killed process had exited; that write was issued at %s and acknowledged at %s)", at(a.issued), at(a.done))
 	r.say("   New primary in the controller's layout at %s; replacement on %s in sync at %s.", at(f.promoted), f.replaced, at(f.synced))
-	r.say("   The pod's writes paused for %s at most (from %s) and none failed: %d probe writes acknowledged,", seconds(stall), at(from), len(acks))
-	r.say("   %d of them issued after the kill, and %d files of %d KiB.", after, len(r.podWrites)-probes, writtenFile>>10)
+	r.say("   The pod's writes paused for %s at most (no acknowledgement from %s to %s) and none failed:",
+		seconds(stall), at(from), at(from.Add(stall)))
+	r.say("   %d probe writes acknowledged, %d of them issued after the kill, and %d files of %d KiB.",
+		len(acks), after, len(r.podWrites)-probes, writtenFile>>10)
 }
 
 // waitInSync refreshes the layout, waiting until every replica is in
