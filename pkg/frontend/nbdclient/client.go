@@ -18,6 +18,7 @@ package nbdclient
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"sync"
@@ -83,6 +84,12 @@ type Options struct {
 	// Endpoint names another address, the client leaves the connection
 	// and sends its requests there. Zero means DefaultStallTimeout.
 	StallTimeout time.Duration
+	// TLS, when set, makes every connection upgrade with
+	// NBD_OPT_STARTTLS before it opens the export; a server that does
+	// not offer TLS is refused. Without a ServerName or
+	// InsecureSkipVerify, the server is verified against the host the
+	// Endpoint names. Nil connects over plain TCP.
+	TLS *tls.Config
 }
 
 // withDefaults fills the zero fields of o.

@@ -85,7 +85,7 @@ func (c *Client) negotiate(ctx context.Context, nc net.Conn, addr string) (*sess
 	stop := context.AfterFunc(ctx, func() { nc.SetDeadline(time.Now()) })
 	defer stop()
 	br := bufio.NewReaderSize(nc, 64<<10)
-	info, err := handshake(nc, br, c.opts.ExportName)
+	nc, br, info, err := handshake(ctx, nc, br, c.opts.ExportName, tlsConfig(c.opts.TLS, addr))
 	if err != nil {
 		return nil, err
 	}
