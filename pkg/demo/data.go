@@ -138,8 +138,9 @@ func (r *run) compareReplicas(ctx context.Context) error {
 	if err := checkSpread(r.liveReplicas(), r.liveZones()); err != nil {
 		return err
 	}
+	r.identical, r.spread = len(ids), r.replicaZoneList()
 	r.say("   They are on %d nodes in %s: no surviving zone lacks a replica, no node holds two (I6).",
-		len(ids), strings.Join(r.replicaZoneList(), " and "))
+		len(ids), strings.Join(r.spread, " and "))
 	return nil
 }
 
@@ -215,6 +216,6 @@ func (r *run) summary() {
 	r.say("   Kill to first write acknowledged on the new primary: %s; replacement on %s in sync after %s.",
 		seconds(f.firstAck.done.Sub(f.kill.Sent)), f.replaced, seconds(f.synced.Sub(f.kill.Sent)))
 	r.say("   Verified all %d files on %s in %s; %d replicas identical, in %s.",
-		len(r.expected()), r.reader.ID, seconds(r.verifyTime), len(r.liveReplicas().GetReplicas()), strings.Join(r.replicaZoneList(), " and "))
+		len(r.expected()), r.reader.ID, seconds(r.verifyTime), r.identical, strings.Join(r.spread, " and "))
 	r.say("   Nothing left running, mounted or attached. Total %s.", seconds(time.Since(r.start)))
 }

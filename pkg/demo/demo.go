@@ -103,6 +103,8 @@ type run struct {
 	podWrites  manifest  // what the pod wrote during the failover, by path below the mount
 	failover   *failover
 	reader     *localcluster.Node
+	identical  int      // replicas found identical in the end
+	spread     []string // the zones holding them
 	unpackTime time.Duration
 	verifyTime time.Duration
 }

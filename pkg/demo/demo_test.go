@@ -63,6 +63,7 @@ func TestLocalClusterSurvivesTheLossOfThePrimarysZone(t *testing.T) {
 		"[4/7] Losing zone-b, the primary's zone, while the pod on node-a2 writes",
 		"The 3 replicas hold identical data.",
 		"no surviving zone lacks a replica, no node holds two (I6).",
+		"3 replicas identical, in zone-a and zone-c.",
 		"Nothing left running, mounted or attached.",
 	} {
 		if !bytes.Contains(out, []byte(want)) {
