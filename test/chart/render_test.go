@@ -11,6 +11,7 @@ import (
 	"testing"
 
 	"k8s.io/apimachinery/pkg/runtime"
+	kjson "k8s.io/apimachinery/pkg/runtime/serializer/json"
 	"k8s.io/apimachinery/pkg/util/yaml"
 	"k8s.io/client-go/kubernetes/scheme"
 
@@ -82,6 +83,11 @@ func render(t testing.TB, valuesFiles ...string) []runtime.Object {
 	return decode(t, helm(t, templateArgs(valuesFiles)...))
 }
 
+// strictYAML decodes built-in objects and refuses unknown fields and
+// duplicate keys, which the API server would drop or merge silently.
+var strictYAML = kjson.NewSerializerWithOptions(kjson.DefaultMetaFactory, scheme.Scheme, scheme.Scheme,
+	kjson.SerializerOptions{Yaml: true, Strict: true})
+
 // decode decodes a multi-document YAML stream of built-in objects.
 func decode(t testing.TB, stream []byte) []runtime.Object {
 	t.Helper()
@@ -98,7 +104,7 @@ func decode(t testing.TB, stream []byte) []runtime.Object {
 		if len(bytes.TrimSpace(stripComments(doc))) == 0 {
 			continue
 		}
-		obj, _, err := scheme.Codecs.UniversalDeserializer().Decode(doc, nil, nil)
+		obj, _, err := strictYAML.Decode(doc, nil, nil)
 		if err != nil {
 			t.Fatalf("decode %s: %v", doc, err)
 		}

@@ -1,0 +1,70 @@
+{{/*
+trireme.driverName is the CSI driver name; it is fixed in the binary
+(pkg/csi.DriverName), so it is not a value.
+*/}}
+{{- define "trireme.driverName" -}}
+csi.trireme.dev
+{{- end }}
+
+{{/* trireme.fullname prefixes every object the chart creates. */}}
+{{- define "trireme.fullname" -}}
+{{- if contains .Chart.Name .Release.Name }}
+{{- .Release.Name | trunc 50 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name .Chart.Name | trunc 50 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+
+{{- define "trireme.controller.name" -}}
+{{ include "trireme.fullname" . }}-controller
+{{- end }}
+
+{{- define "trireme.node.name" -}}
+{{ include "trireme.fullname" . }}-node
+{{- end }}
+
+{{- define "trireme.controller.serviceAccount" -}}
+{{ .Values.serviceAccount.controller.name | default (include "trireme.controller.name" .) }}
+{{- end }}
+
+{{- define "trireme.node.serviceAccount" -}}
+{{ .Values.serviceAccount.node.name | default (include "trireme.node.name" .) }}
+{{- end }}
+
+{{/* trireme.labels are on every object. */}}
+{{- define "trireme.labels" -}}
+app.kubernetes.io/name: {{ .Chart.Name }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
+{{- end }}
+
+{{/* trireme.selectorLabels select one component's pods; call with (list $ "component"). */}}
+{{- define "trireme.selectorLabels" -}}
+{{- $ := index . 0 -}}
+app.kubernetes.io/name: {{ $.Chart.Name }}
+app.kubernetes.io/instance: {{ $.Release.Name }}
+app.kubernetes.io/component: {{ index . 1 }}
+{{- end }}
+
+{{/* trireme.image is the trireme image reference. */}}
+{{- define "trireme.image" -}}
+{{ .Values.image.repository }}:{{ .Values.image.tag | default .Chart.AppVersion }}
+{{- end }}
+
+{{/* trireme.sidecarImage renders a sidecar's image and pull policy; call with a sidecars.* value. */}}
+{{- define "trireme.sidecarImage" -}}
+image: {{ .image.repository }}:{{ .image.tag }}
+imagePullPolicy: {{ .image.pullPolicy }}
+{{- end }}
+
+{{/* trireme.csiSocket is where every pod's plugin socket is mounted. */}}
+{{- define "trireme.csiSocket" -}}
+/csi/csi.sock
+{{- end }}
+
+{{/* trireme.nodePluginDir is the node plugin's socket directory on the host. */}}
+{{- define "trireme.nodePluginDir" -}}
+{{ .Values.node.kubeletDir }}/plugins/{{ include "trireme.driverName" . }}
+{{- end }}
