@@ -156,11 +156,31 @@ func checkFinal(ctx context.Context, c *cluster, vols []*volume) []string {
 			continue
 		}
 		l := resp.GetLayout()
-		out = append(out, c.checkReplicas(ctx, v, l)...)
+		out = append(out, c.stableChecksums(ctx, v)...)
 		out = append(out, c.checkPlacement(v, l)...)
 		out = append(out, leftoverFaulted(v, l)...)
 	}
 	return out
+}
+
+// stableChecksums compares the InSync replicas' checksums, again if the
+// record changed while they were taken (the controller may still be
+// moving a replica for balance).
+func (c *cluster) stableChecksums(ctx context.Context, v *volume) []string {
+	var out []string
+	for range 5 {
+		before, err := c.locate(ctx, v.id)
+		if err != nil {
+			return []string{fmt.Sprintf("volume %s: locate: %v", v.name, err)}
+		}
+		out = c.checkReplicas(ctx, v, before.GetLayout())
+		after, err := c.locate(ctx, v.id)
+		if err == nil && after.GetLayout().GetEpoch() == before.GetLayout().GetEpoch() {
+			return out
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+	return append(out, fmt.Sprintf("volume %s: record kept changing while replicas were compared", v.name))
 }
 
 // leftoverFaulted names Faulted replicas still in a record that is back

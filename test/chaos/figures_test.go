@@ -233,13 +233,18 @@ func (f *figures) failover(t *testing.T, runs int) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		lost := c.nodesIn(c.node(resp.GetLayout().GetPrimary()).zone)
+		primary := c.node(resp.GetLayout().GetPrimary())
+		lost := c.nodesIn(primary.zone)
+		// The primary goes first: until it is dead it may still
+		// acknowledge, and only acknowledgements after its death count.
 		killed := time.Now()
+		primary.kill()
+		dead := time.Now()
 		for _, n := range lost {
 			n.kill()
 		}
 		replaced, rerr := waitReplaced(ctx, c, v, lost, killed, 2*time.Minute)
-		acked, ok := acks.waitFirstAfter(killed, time.Minute)
+		acked, ok := acks.waitFirstAfter(dead, time.Minute)
 		acks.halt()
 		cl.Close()
 		switch {

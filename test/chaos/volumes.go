@@ -174,6 +174,22 @@ func redundant(resp *apiv1.LocateVolumeResponse) error {
 		return fmt.Errorf("%w: silent nodes %v: %s", errNotRedundant, resp.GetSilentNodeIds(), describeLayout(l))
 	case resp.GetPrimaryNbdAddress() == "":
 		return fmt.Errorf("%w: primary not registered: %s", errNotRedundant, describeLayout(l))
+	case len(l.GetReplicas()) != inSync:
+		return fmt.Errorf("%w: replicas beyond the %d InSync: %s", errNotRedundant, inSync, describeLayout(l))
+	}
+	return spread(l)
+}
+
+// spread checks I6 when every zone has live nodes with room, as after a
+// heal: each replica in its own zone, so on its own node too.
+func spread(l *apiv1.Layout) error {
+	zones := map[string]string{}
+	for _, r := range l.GetReplicas() {
+		if other, ok := zones[r.GetZone()]; ok {
+			return fmt.Errorf("%w: replicas on %s and %s share %s while every zone has live nodes (I6): %s",
+				errNotRedundant, other, r.GetNodeId(), r.GetZone(), describeLayout(l))
+		}
+		zones[r.GetZone()] = r.GetNodeId()
 	}
 	return nil
 }
