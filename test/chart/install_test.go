@@ -116,7 +116,12 @@ func TestHelmInstallUpgradeUninstall(t *testing.T) {
 	rendered := identify(t, render(t))
 	crds := crdObjects(t)
 
-	helm(t, "install", "trireme", chartDir, "--namespace", namespace, "--create-namespace", kc, timeout)
+	notes := string(helm(t, "install", "trireme", chartDir, "--namespace", namespace, "--create-namespace", kc, timeout))
+	for _, want := range []string{"storageClassName: trireme", "kubectl get triremevolumes", "kubectl -n trireme-system get lease trireme-controller"} {
+		if !strings.Contains(notes, want) {
+			t.Errorf("install notes lack %q:\n%s", want, notes)
+		}
+	}
 	for _, o := range append(rendered, crds...) {
 		if c.get(t, o) == nil {
 			t.Errorf("after install, %s %s/%s does not exist", o.gvk.Kind, o.namespace, o.name)

@@ -311,3 +311,19 @@ func TestStorageClassParametersAreTheDrivers(t *testing.T) {
 		t.Errorf("%s is not the default class", custom[0].Name)
 	}
 }
+
+// TestDefaultImagesNameNoRegistry keeps the defaults free of a registry
+// host: where images come from is the operator's choice, set in values.
+func TestDefaultImagesNameNoRegistry(t *testing.T) {
+	for component, spec := range podSpecs(t, render(t)) {
+		for _, c := range spec.Containers {
+			first, _, hasPath := strings.Cut(c.Image, "/")
+			if hasPath && (strings.ContainsAny(first, ".:") || first == "localhost") {
+				t.Errorf("%s/%s: default image %q names a registry host", component, c.Name, c.Image)
+			}
+			if !strings.Contains(c.Image, ":") {
+				t.Errorf("%s/%s: image %q has no tag", component, c.Name, c.Image)
+			}
+		}
+	}
+}
