@@ -11,7 +11,7 @@ FUZZTIME  ?= 10m
 TEST_TIMEOUT ?= 30m
 # The race detector runs on every package but those that only drive built
 # binaries.
-RACE_PKGS = $(shell $(GO) list ./... | grep -v -e /pkg/demo -e /pkg/localcluster -e /test/bench)
+RACE_PKGS = $(shell $(GO) list ./... | grep -v -e /pkg/demo -e /pkg/localcluster -e /test/bench -e /test/e2e)
 
 VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo devel)
 LDFLAGS   := -X main.version=$(VERSION)
