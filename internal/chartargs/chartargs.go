@@ -38,10 +38,15 @@ var (
 	ErrUnresolved = errors.New("environment variable cannot be resolved")
 )
 
-// Chart holds the trireme containers the chart renders.
+// Chart holds the trireme containers the chart renders, and every
+// container of each pod by name (the sidecars too).
 type Chart struct {
 	Controller Container
 	Node       Container
+	// ControllerPod and NodePod hold every container of the controller
+	// and node pods by name, trireme's and the CSI sidecars'.
+	ControllerPod map[string]Container
+	NodePod       map[string]Container
 }
 
 // Container is what one trireme container runs, as the manifest writes it:
@@ -112,10 +117,10 @@ func Parse(manifests []byte) (Chart, error) {
 		switch component {
 		case Controller:
 			found[0]++
-			c.Controller, err = triremeContainer(spec)
+			c.ControllerPod, c.Controller, err = containers(spec)
 		case Node:
 			found[1]++
-			c.Node, err = triremeContainer(spec)
+			c.NodePod, c.Node, err = containers(spec)
 		}
 		if err != nil {
 			return Chart{}, fmt.Errorf("%s: %w", component, err)
@@ -158,16 +163,21 @@ func workload(doc []byte) (string, *corev1.PodSpec, error) {
 	return "", nil, nil
 }
 
-func triremeContainer(spec *corev1.PodSpec) (Container, error) {
+// containers returns every container of spec by name, and the trireme
+// one.
+func containers(spec *corev1.PodSpec) (map[string]Container, Container, error) {
+	all := map[string]Container{}
 	for _, c := range spec.Containers {
-		if c.Name == ContainerName {
-			if len(c.Command) > 0 {
-				return Container{}, fmt.Errorf("container %q overrides the image's entrypoint", c.Name)
-			}
-			return Container{Args: c.Args, Env: c.Env}, nil
+		if c.Name == ContainerName && len(c.Command) > 0 {
+			return nil, Container{}, fmt.Errorf("container %q overrides the image's entrypoint", c.Name)
 		}
+		all[c.Name] = Container{Args: c.Args, Env: c.Env}
 	}
-	return Container{}, ErrNotFound
+	trireme, ok := all[ContainerName]
+	if !ok {
+		return nil, Container{}, ErrNotFound
+	}
+	return all, trireme, nil
 }
 
 // Resolve returns the arguments and environment ("NAME=value") the

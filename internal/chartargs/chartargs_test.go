@@ -72,6 +72,14 @@ func TestParseResolvesArgsAsTheKubeletWould(t *testing.T) {
 		t.Errorf("controller env = %q, want %q", env, want)
 	}
 
+	provisioner, ok := c.ControllerPod["csi-provisioner"]
+	if !ok || !slices.Equal(provisioner.Args, []string{"--csi-address=/csi/csi.sock"}) {
+		t.Errorf("controller pod's csi-provisioner = %+v, %v", provisioner, ok)
+	}
+	if len(c.ControllerPod) != 2 || len(c.NodePod) != 1 {
+		t.Errorf("pods hold %d and %d containers, want 2 and 1", len(c.ControllerPod), len(c.NodePod))
+	}
+
 	args, env, err = c.Node.Resolve(pod)
 	if err != nil {
 		t.Fatal(err)

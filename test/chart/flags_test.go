@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/trireme-csi/trireme/internal/chartargs"
+	"github.com/trireme-csi/trireme/internal/kubetest"
 )
 
 var (
@@ -102,4 +103,60 @@ func checkFlagsParse(t *testing.T, bin, component string, args, env []string) {
 			t.Errorf("%s refuses the chart's args: %s", component, firstLine)
 		}
 	}
+}
+
+// sidecarTools are the sidecars hack/build-tools.sh builds, by container
+// name in the controller pod.
+var sidecarTools = map[string]string{
+	"csi-provisioner": kubetest.CSIProvisioner,
+	"csi-attacher":    kubetest.CSIAttacher,
+	"csi-resizer":     kubetest.CSIResizer,
+}
+
+// TestChartSidecarFlagsAreTheSidecars runs each built sidecar with the
+// args the chart gives it: with --help last, which parses them all, and
+// then for real without a cluster, which gets past the feature gates
+// before it fails for want of a kubeconfig.
+func TestChartSidecarFlagsAreTheSidecars(t *testing.T) {
+	pod := chartargs.Pod{Name: "p", Namespace: namespace, IP: "127.0.0.9"}
+	c, err := chartargs.Parse(helm(t, templateArgs(nil)...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, tool := range sidecarTools {
+		t.Run(name, func(t *testing.T) {
+			bin := kubetest.Tool(t, tool)
+			ctr, ok := c.ControllerPod[name]
+			if !ok {
+				t.Fatalf("the controller pod has no %s", name)
+			}
+			args, _, err := ctr.Resolve(pod)
+			if err != nil {
+				t.Fatal(err)
+			}
+			out, err := runBounded(bin, append(args, "--help")...)
+			if err != nil {
+				t.Errorf("%s %q --help: %v\n%s", name, args, err, lastLines(out, 3))
+			}
+			out, _ = runBounded(bin, append(args, "--kubeconfig="+filepath.Join(t.TempDir(), "none"))...)
+			for _, bad := range []string{"unrecognized feature gate", "setting GA feature gate", "setting deprecated feature gate", "unknown flag"} {
+				if strings.Contains(out, bad) {
+					t.Errorf("%s with the chart's args says %q:\n%s", name, bad, lastLines(out, 5))
+				}
+			}
+		})
+	}
+}
+
+// runBounded runs a command for at most a minute and returns its output.
+func runBounded(bin string, args ...string) (string, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, bin, args...).CombinedOutput()
+	return string(out), err
+}
+
+func lastLines(s string, n int) string {
+	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	return strings.Join(lines[max(0, len(lines)-n):], "\n")
 }

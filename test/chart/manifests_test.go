@@ -137,7 +137,7 @@ func TestControllerRunsTheSidecarsTheDriverNeeds(t *testing.T) {
 			t.Errorf("values %v: controller containers %q, want %q", tt.values, got, tt.want)
 		}
 		provisioner := container(t, spec, "csi-provisioner")
-		for _, flag := range []string{"--extra-create-metadata", "--feature-gates=Topology=true", "--leader-election"} {
+		for _, flag := range []string{"--extra-create-metadata", "--leader-election"} {
 			if !slices.Contains(provisioner.Args, flag) {
 				t.Errorf("values %v: csi-provisioner lacks %s", tt.values, flag)
 			}
