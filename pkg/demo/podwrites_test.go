@@ -56,8 +56,17 @@ func TestPodWritesLeaveWhatTheyRecorded(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(300 * time.Millisecond)
-	if err := p.stop(5 * time.Second); err != nil {
+	// Wait for enough writes rather than a fixed time: fsync on a busy
+	// disk may take long.
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		m, acks := p.written()
+		if len(m) >= 2 && len(acks) >= probes*5 || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if err := p.stop(30 * time.Second); err != nil {
 		t.Fatal(err)
 	}
 	want, acks := p.written()
@@ -75,7 +84,7 @@ func TestPodWritesLeaveWhatTheyRecorded(t *testing.T) {
 		t.Errorf("no probe log among %v", want)
 	}
 	if len(acks) < probes*5 {
-		t.Errorf("%d probe writes in 300ms, want at least %d", len(acks), probes*5)
+		t.Errorf("%d probe writes in 30s, want at least %d", len(acks), probes*5)
 	}
 	for i, a := range acks {
 		if a.done.Before(a.issued) || i > 0 && a.done.Before(acks[i-1].done) {
