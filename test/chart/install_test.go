@@ -27,6 +27,8 @@ import (
 // cluster is a kube-apiserver with clients for the tests' checks.
 type cluster struct {
 	kubeconfig string
+	url        string
+	caFile     string
 	dyn        *dynamic.DynamicClient
 	client     *kubernetes.Clientset
 	mapper     meta.RESTMapper
@@ -51,7 +53,7 @@ func startCluster(t *testing.T) *cluster {
 		t.Fatal(err)
 	}
 	mapper := restmapper.NewDeferredDiscoveryRESTMapper(memory.NewMemCacheClient(disc))
-	return &cluster{kubeconfig: cp.Kubeconfig(), dyn: dyn, client: client, mapper: mapper}
+	return &cluster{kubeconfig: cp.Kubeconfig(), url: cp.URL, caFile: cp.CAFile, dyn: dyn, client: client, mapper: mapper}
 }
 
 // object is what identifies one API object.
