@@ -131,16 +131,19 @@ func stripNested(fd protoreflect.FieldDescriptor, v protoreflect.Value) {
 	}
 }
 
-// stripField replaces a secret: a string map keeps its keys with every
-// value stripped, a string is stripped, anything else is cleared.
+// stripField replaces a secret: a non-empty string map becomes a single
+// stripped entry (its keys are part of the secret: a key can be a token),
+// a string is stripped, anything else is cleared.
 func stripField(m protoreflect.Message, fd protoreflect.FieldDescriptor) {
 	switch {
-	case fd.IsMap() && fd.MapValue().Kind() == protoreflect.StringKind:
-		mv := m.Mutable(fd).Map()
-		mv.Range(func(k protoreflect.MapKey, _ protoreflect.Value) bool {
-			mv.Set(k, protoreflect.ValueOfString(strippedValue))
-			return true
-		})
+	case fd.IsMap() && fd.MapKey().Kind() == protoreflect.StringKind &&
+		fd.MapValue().Kind() == protoreflect.StringKind:
+		if m.Get(fd).Map().Len() == 0 {
+			return
+		}
+		m.Clear(fd)
+		m.Mutable(fd).Map().Set(protoreflect.ValueOfString(strippedValue).MapKey(),
+			protoreflect.ValueOfString(strippedValue))
 	case !fd.IsList() && !fd.IsMap() && fd.Kind() == protoreflect.StringKind:
 		m.Set(fd, protoreflect.ValueOfString(strippedValue))
 	default:

@@ -24,7 +24,8 @@ func TestSanitizeStripsSecrets(t *testing.T) {
 		Parameters: map[string]string{"replicas": "3"},
 	}
 	got := sanitize(req)
-	if strings.Contains(got, "hunter2") || !strings.Contains(got, `"password":"***stripped***"`) ||
+	if strings.Contains(got, "hunter2") || strings.Contains(got, "password") ||
+		!strings.Contains(got, `"secrets":{"***stripped***":"***stripped***"}`) ||
 		!strings.Contains(got, `"replicas":"3"`) {
 		t.Errorf("sanitize = %s", got)
 	}
