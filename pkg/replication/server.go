@@ -2,11 +2,13 @@ package replication
 
 import (
 	"bufio"
+	"container/list"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
 	"net"
+	"net/netip"
 	"sync"
 	"time"
 
@@ -33,6 +35,15 @@ type ServerOptions struct {
 	// HelloTimeout bounds how long a new connection may take to bind to a
 	// volume. Zero means 10 seconds.
 	HelloTimeout time.Duration
+	// MaxConnsPerIP bounds the connections one peer address may hold at
+	// once; further ones are closed as soon as they are accepted. Zero
+	// means no limit.
+	MaxConnsPerIP int
+	// MaxUnbound bounds the connections that have not bound to a volume
+	// yet; a new connection past it closes the oldest of them, so that
+	// idle connections cannot keep a primary out for HelloTimeout. Zero
+	// means no limit.
+	MaxUnbound int
 }
 
 // Server is the replica side of the replication protocol: it accepts
@@ -43,11 +54,15 @@ type Server struct {
 	opts    ServerOptions
 	budget  *budget.Budget // payload bytes in memory, all connections
 
-	mu     sync.Mutex
-	closed bool
-	lis    []net.Listener
-	conns  map[net.Conn]*serverConn
-	wg     sync.WaitGroup
+	mu      sync.Mutex
+	closed  bool
+	lis     []net.Listener
+	conns   map[net.Conn]*serverConn
+	perIP   map[netip.Addr]int // connections per peer address, with MaxConnsPerIP
+	unbound list.List          // of *serverConn before their hello, oldest first
+	refused int                // connections turned away since the last log line
+	lastLog time.Time
+	wg      sync.WaitGroup
 }
 
 // NewServer returns a server for the given replicas.
@@ -59,7 +74,7 @@ func NewServer(volumes Volumes, opts ServerOptions) *Server {
 		opts.MaxBufferedBytes = 256 << 20
 	}
 	return &Server{volumes: volumes, opts: opts, conns: map[net.Conn]*serverConn{},
-		budget: budget.New(opts.MaxBufferedBytes)}
+		perIP: map[netip.Addr]int{}, budget: budget.New(opts.MaxBufferedBytes)}
 }
 
 // Serve accepts connections on l until the server is closed. Wrap l with
@@ -81,7 +96,11 @@ func (s *Server) Serve(l net.Listener) error {
 			return err
 		}
 		sc := newServerConn(s, c)
-		if !s.addConn(sc) {
+		switch s.addConn(sc) {
+		case connRefused:
+			c.Close()
+			continue
+		case serverClosed:
 			c.Close()
 			return nil
 		}
@@ -109,22 +128,92 @@ func (s *Server) isClosed() bool {
 	return s.closed
 }
 
-func (s *Server) addConn(sc *serverConn) bool {
+// Outcomes of addConn.
+const (
+	connAdded = iota
+	connRefused
+	serverClosed
+)
+
+// addConn registers a new connection, unless the server is closed or its
+// peer address holds MaxConnsPerIP already. Past MaxUnbound it closes the
+// oldest connection that has not sent its hello.
+func (s *Server) addConn(sc *serverConn) int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
-		return false
+		return serverClosed
+	}
+	if ip, ok := peerIP(sc.conn); ok && s.opts.MaxConnsPerIP > 0 {
+		if s.perIP[ip] >= s.opts.MaxConnsPerIP {
+			s.refusedLocked(sc, "connections per address")
+			return connRefused
+		}
+		s.perIP[ip]++
+		sc.ip = ip
+	}
+	if s.opts.MaxUnbound > 0 {
+		if s.unbound.Len() >= s.opts.MaxUnbound {
+			oldest := s.unbound.Remove(s.unbound.Front()).(*serverConn)
+			oldest.unbound = nil
+			oldest.conn.Close()
+			s.refusedLocked(oldest, "unbound connections")
+		}
+		sc.unbound = s.unbound.PushBack(sc)
 	}
 	s.conns[sc.conn] = sc
 	s.wg.Add(1)
-	return true
+	return connAdded
+}
+
+// refusedLocked counts a connection a limit turned away, and logs the
+// count at most every 10 seconds, so that a flood does not flood the log.
+func (s *Server) refusedLocked(sc *serverConn, limit string) {
+	s.refused++
+	if time.Since(s.lastLog) < 10*time.Second {
+		return
+	}
+	klog.InfoS("Replication connection limit reached", "limit", limit, "peer", sc.peer, "refused", s.refused)
+	s.refused, s.lastLog = 0, time.Now()
+}
+
+// bound records that a connection's hello phase is over.
+func (s *Server) bound(sc *serverConn) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if sc.unbound != nil {
+		s.unbound.Remove(sc.unbound)
+		sc.unbound = nil
+	}
 }
 
 func (s *Server) dropConn(c net.Conn) {
 	c.Close()
 	s.mu.Lock()
+	defer s.mu.Unlock()
+	sc := s.conns[c]
 	delete(s.conns, c)
-	s.mu.Unlock()
+	if sc == nil {
+		return
+	}
+	if sc.unbound != nil {
+		s.unbound.Remove(sc.unbound)
+		sc.unbound = nil
+	}
+	if sc.ip.IsValid() {
+		if s.perIP[sc.ip]--; s.perIP[sc.ip] <= 0 {
+			delete(s.perIP, sc.ip)
+		}
+	}
+}
+
+// peerIP returns the address of a connection's peer, when it has one.
+func peerIP(c net.Conn) (netip.Addr, bool) {
+	ap, err := netip.ParseAddrPort(c.RemoteAddr().String())
+	if err != nil {
+		return netip.Addr{}, false
+	}
+	return ap.Addr().Unmap(), true
 }
 
 // Close stops accepting, closes every connection and waits for their
@@ -172,6 +261,10 @@ type serverConn struct {
 	werr error
 
 	wg sync.WaitGroup // durability requests running off the apply loop
+
+	// Kept by the server, under its lock.
+	ip      netip.Addr    // counted against MaxConnsPerIP
+	unbound *list.Element // in the server's list until the hello is read
 }
 
 func newServerConn(s *Server, c net.Conn) *serverConn {
@@ -180,7 +273,9 @@ func newServerConn(s *Server, c net.Conn) *serverConn {
 
 func (c *serverConn) serve() {
 	defer c.wg.Wait()
-	if err := c.hello(); err != nil {
+	err := c.hello()
+	c.srv.bound(c)
+	if err != nil {
 		c.flush()
 		klog.InfoS("Refused replication connection", "peer", c.peer, "err", err)
 		return
