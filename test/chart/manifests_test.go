@@ -327,3 +327,22 @@ func TestDefaultImagesNameNoRegistry(t *testing.T) {
 		}
 	}
 }
+
+// TestControllerPodIsUnprivileged: only the node plugin needs privileges;
+// the controller pod's containers talk to the API server and a socket.
+func TestControllerPodIsUnprivileged(t *testing.T) {
+	forEachValueSet(t, func(t *testing.T, objs []runtime.Object) {
+		for _, c := range podSpecs(t, objs)[chartargs.Controller].Containers {
+			sc := c.SecurityContext
+			switch {
+			case sc == nil:
+				t.Errorf("%s has no securityContext", c.Name)
+			case sc.Privileged != nil && *sc.Privileged,
+				sc.AllowPrivilegeEscalation == nil || *sc.AllowPrivilegeEscalation,
+				sc.ReadOnlyRootFilesystem == nil || !*sc.ReadOnlyRootFilesystem,
+				sc.Capabilities == nil || !slices.Contains(sc.Capabilities.Drop, "ALL"):
+				t.Errorf("%s: securityContext %+v, want unprivileged, no escalation, read-only root, no capabilities", c.Name, sc)
+			}
+		}
+	})
+}

@@ -68,3 +68,15 @@ imagePullPolicy: {{ .image.pullPolicy }}
 {{- define "trireme.nodePluginDir" -}}
 {{ .Values.node.kubeletDir }}/plugins/{{ include "trireme.driverName" . }}
 {{- end }}
+
+{{/*
+trireme.unprivileged is the securityContext of the controller pod's
+containers: they only talk to the API server and over the pod's socket.
+*/}}
+{{- define "trireme.unprivileged" -}}
+securityContext:
+  allowPrivilegeEscalation: false
+  readOnlyRootFilesystem: true
+  capabilities:
+    drop: [ALL]
+{{- end }}
