@@ -186,6 +186,8 @@ func TestIdentity(t *testing.T) {
 		{uris: []string{"trireme://root/x"}, wantErr: ErrUnknownRole},
 		{uris: []string{"trireme://node/" + strings.Repeat("a", 254)}, wantErr: ErrBadIdentity},
 		{uris: []string{"trireme://node/n%201"}, wantErr: ErrBadIdentity},
+		{uris: []string{"trireme://node/n%31"}, wantErr: ErrBadIdentity},
+		{uris: []string{"trireme://node/n1?"}, wantErr: ErrBadIdentity},
 	}
 	for _, tt := range tests {
 		t.Run(strings.Join(tt.uris, ","), func(t *testing.T) {

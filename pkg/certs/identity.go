@@ -95,6 +95,10 @@ func parseURI(u *url.URL) (Role, string, error) {
 	if err := checkName(role, name); err != nil {
 		return "", "", fmt.Errorf("%q: %w", u, err)
 	}
+	// One spelling per identity: no percent-encoding, no empty parts.
+	if canonical, _ := URI(role, name); u.String() != canonical.String() {
+		return "", "", fmt.Errorf("%w: %q is not written as %q", ErrBadIdentity, u, canonical)
+	}
 	return role, name, nil
 }
 
