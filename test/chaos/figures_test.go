@@ -339,6 +339,15 @@ func copiesSince(path string, offset int64) ([]copyRecord, error) {
 	return out, sc.Err()
 }
 
+// logMarks returns each node's log size, to read what comes after.
+func logMarks(c *cluster) map[*node]int64 {
+	m := map[*node]int64{}
+	for _, n := range c.nodes {
+		m[n] = logSize(n.logPath)
+	}
+	return m
+}
+
 func logSize(path string) int64 {
 	st, err := os.Stat(path)
 	if err != nil {
@@ -365,7 +374,7 @@ func (f *figures) resync(t *testing.T, runs int) {
 		acks := startAckLog(cl, 256<<20, 4096, 5*time.Millisecond, uint64(i))
 		time.Sleep(time.Second)
 
-		mark := logSize(primary.logPath)
+		marks := logMarks(c)
 		how := "SIGSTOP"
 		from := time.Now()
 		if i%2 == 0 {
@@ -388,13 +397,21 @@ func (f *figures) resync(t *testing.T, runs int) {
 			t.Fatalf("run %d: %v", i, err)
 		}
 		total, distinct := acks.between(from, to)
-		copies, err := copiesSince(primary.logPath, mark)
-		if err != nil {
-			t.Fatal(err)
+		// A failover meanwhile moves the resync to another primary.
+		var copies []copyRecord
+		for _, n := range c.nodes {
+			cs, err := copiesSince(n.logPath, marks[n])
+			must(t, err)
+			copies = append(copies, cs...)
+		}
+		after, err := c.locate(ctx, v.id)
+		must(t, err)
+		if p := after.GetLayout().GetPrimary(); p != primary.id {
+			f.notes = append(f.notes, fmt.Sprintf("Resync run %d: while %s was out (%s), the primary moved from %s to %s.", i, victim.id, how, primary.id, p))
 		}
 		rec, ok := lastFor(copies, victim.id)
 		if !ok {
-			t.Errorf("run %d: %s out for 10s by %s: the primary %s logged no resync of it (still InSync?)", i, victim.id, how, primary.id)
+			t.Errorf("run %d: %s out for 10s by %s: no node logged a resync of it (still InSync?)", i, victim.id, how)
 		} else {
 			f.resyncCopy = append(f.resyncCopy, rec.bytes)
 			f.resyncDirty = append(f.resyncDirty, distinct)
@@ -457,31 +474,30 @@ func peersOf(c *cluster, n *node) []string {
 	return ips
 }
 
-// rebuild writes 512 MiB into a volume, then, run after run, kills the
+// rebuild, run after run, writes 512 MiB into a new volume, kills the
 // node of one of its non-primary replicas, and measures the full copy to
-// its replacement against the disk's sequential write speed.
+// the replacement against the disk's sequential write speed.
 func (f *figures) rebuild(t *testing.T, runs int) {
 	const data = 512 << 20
 	c := newTestCluster(t, 2)
 	ctx := context.Background()
-	v := f.usableVolume(t, c, "rebuild", data+64<<20, "zone-a", c.nodes[0].id)
-	cl := dial(t, c, v)
-	fill(t, cl, data)
-	cl.Close()
 	for i := range runs {
+		v := f.usableVolume(t, c, fmt.Sprintf("rebuild-%d", i), data+64<<20, c.spec.zones[i%3], c.nodes[0].id)
+		cl := dial(t, c, v)
+		fill(t, cl, data)
+		cl.Close()
+		must(t, exec.Command("sync").Run()) // the fill's writeback is not the rebuild's
 		disk, err := diskSpeed(c.nodes[0].dataDir, "oflag=direct")
 		must(t, err)
 		synced, err := diskSpeed(c.nodes[0].dataDir, "conv=fdatasync")
 		must(t, err)
 		f.diskBps = append(f.diskBps, disk)
 		f.diskSyncBps = append(f.diskSyncBps, synced)
+
 		resp, err := c.locate(ctx, v.id)
-		if err != nil {
-			t.Fatal(err)
-		}
+		must(t, err)
 		l := resp.GetLayout()
-		primary := c.node(l.GetPrimary())
-		var victim *node
+		primary, victim := c.node(l.GetPrimary()), (*node)(nil)
 		for _, r := range l.GetReplicas() {
 			if r.GetNodeId() != l.GetPrimary() {
 				victim = c.node(r.GetNodeId())
@@ -491,13 +507,10 @@ func (f *figures) rebuild(t *testing.T, runs int) {
 		mark := logSize(primary.logPath)
 		killed := time.Now()
 		victim.kill()
-		if _, err := waitReplaced(ctx, c, v, []*node{victim}, killed, 5*time.Minute); err != nil {
-			t.Fatalf("run %d: %v", i, err)
-		}
+		_, err = waitReplaced(ctx, c, v, []*node{victim}, killed, 5*time.Minute)
+		must(t, err)
 		copies, err := copiesSince(primary.logPath, mark)
-		if err != nil {
-			t.Fatal(err)
-		}
+		must(t, err)
 		if len(copies) == 0 {
 			t.Fatalf("run %d: the primary %s logged no copy to a replacement of %s", i, primary.id, victim.id)
 		}
@@ -505,11 +518,12 @@ func (f *figures) rebuild(t *testing.T, runs int) {
 		bps := float64(rec.bytes) / rec.duration.Seconds()
 		f.rebuildBps = append(f.rebuildBps, bps)
 		f.rebuildData = append(f.rebuildData, rec.bytes)
-		t.Logf("run %d: replaced %s by %s: copied %s in %s = %.0f MiB/s; disk %.0f MiB/s direct, %.0f MiB/s buffered+fdatasync",
-			i, victim.id, rec.replica, mib(rec.bytes), rec.duration, bps/(1<<20), disk/(1<<20), synced/(1<<20))
+		t.Logf("run %d: replaced %s by %s: %s copy of %s in %s = %.0f MiB/s; disk %.0f MiB/s direct, %.0f MiB/s buffered+fdatasync",
+			i, victim.id, rec.replica, rec.mode, mib(rec.bytes), rec.duration, bps/(1<<20), disk/(1<<20), synced/(1<<20))
 		must(t, victim.start())
-		if err := c.waitRegistered(ctx, time.Minute); err != nil {
-			t.Fatal(err)
+		must(t, c.waitRegistered(ctx, time.Minute))
+		if err := c.deleteVolume(ctx, v); err != nil {
+			t.Errorf("run %d: %v", i, err)
 		}
 	}
 }

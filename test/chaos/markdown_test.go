@@ -2,6 +2,7 @@ package chaos
 
 import (
 	"fmt"
+	"maps"
 	"os"
 	"runtime"
 	"slices"
@@ -68,8 +69,8 @@ func (f *figures) markdown() string {
 			100*bm/km, minOf(f.rebuildBps)/(1<<20))
 	}
 	if len(f.resyncCopy) > 0 {
-		fmt.Fprintf(&b, "The returning replica's resync copied %s (median) for %s of distinct data written while it was away; resync modes seen: %s.\n",
-			mib(cm), mib(dm), strings.Join(uniq(f.resyncMode), ", "))
+		fmt.Fprintf(&b, "The returning replica's resync copied %s (median) for %s of distinct data written while it was away; resyncs by mode: %s.\n",
+			mib(cm), mib(dm), countModes(f))
 	}
 	if f.badCreates > 0 {
 		fmt.Fprintf(&b, "%d volume creations left an unusable volume (the CreateVolume race the chaos test reports) and were made again.\n", f.badCreates)
@@ -80,10 +81,19 @@ func (f *figures) markdown() string {
 	return b.String()
 }
 
-func uniq(xs []string) []string {
-	s := slices.Clone(xs)
-	slices.Sort(s)
-	return slices.Compact(s)
+// countModes says how many resyncs ran in each mode, with the median
+// bytes each copied.
+func countModes(f *figures) string {
+	by := map[string][]int64{}
+	for i, m := range f.resyncMode {
+		by[m] = append(by[m], f.resyncCopy[i])
+	}
+	var parts []string
+	for _, m := range slices.Sorted(maps.Keys(by)) {
+		med, mx := medMax(by[m])
+		parts = append(parts, fmt.Sprintf("%s %d (median %s, max %s copied)", m, len(by[m]), mib(med), mib(mx)))
+	}
+	return strings.Join(parts, "; ")
 }
 
 // replaceSection puts section between the markers of the file at path,
