@@ -213,8 +213,8 @@ func (r *run) summary() {
 	r.say("   Wrote %d files (%s) on %s in %s.", r.src.files, mib(r.src.bytes), r.writer.ID, seconds(r.unpackTime))
 	r.say("   Lost %s with the primary %s while the pod wrote; %s took over at epoch %d.",
 		f.kill.Zone, f.before.GetPrimary(), p.ID, r.layout.GetEpoch())
-	r.say("   Kill to first write acknowledged on the new primary: %s; replacement on %s in sync after %s.",
-		seconds(f.firstAck.done.Sub(f.kill.Sent)), f.replaced, seconds(f.synced.Sub(f.kill.Sent)))
+	r.say("   Kill to first write acknowledged on the new primary: %s; %s.",
+		seconds(f.firstAck.done.Sub(f.kill.Sent)), f.replacement())
 	r.say("   Verified all %d files on %s in %s; %d replicas identical, in %s.",
 		len(r.expected()), r.reader.ID, seconds(r.verifyTime), r.identical, strings.Join(r.spread, " and "))
 	r.say("   Nothing left running, mounted or attached. Total %s.", seconds(time.Since(r.start)))

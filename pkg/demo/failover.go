@@ -43,6 +43,7 @@ type failover struct {
 	firstAck ack       // the first write the new primary acknowledged
 	ackedBy  string    // the primary in the layout when firstAck was seen
 	synced   time.Time // when as many replicas as before were in sync on live nodes
+	want     int       // replicas the volume can have again: one per live node at most (I6)
 	replaced string    // the node of the replacement replica
 	added    time.Time // when the replacement first showed in the layout
 }
@@ -74,6 +75,7 @@ func (r *run) loseZone(ctx context.Context) error {
 		return err
 	}
 	r.sayKill(f.kill)
+	f.want = min(len(f.before.GetReplicas()), len(r.sys.LiveNodes()))
 	if err := r.follow(ctx, f, writes); err != nil {
 		return err
 	}
@@ -103,7 +105,7 @@ func (r *run) reportFailover(f *failover, writes *podWrites) {
 	r.say("   Kill to first write acknowledged on the new primary %s: %s", f.ackedBy, seconds(a.done.Sub(f.kill.Sent)))
 	r.say("     (the probes' clocks, from the first SIGKILL to the earliest acknowledgement of a probe write issued")
 	r.say("     once every killed process had exited; that write was issued at %s and acknowledged at %s)", at(a.issued), at(a.done))
-	r.say("   New primary in the controller's layout at %s; replacement on %s in sync at %s.", at(f.promoted), f.replaced, at(f.synced))
+	r.say("   New primary in the controller's layout at %s; %s.", at(f.promoted), f.replacement())
 	r.say("   The pod's writes paused for %s at most (no acknowledgement from %s to %s) and none failed:",
 		seconds(stall), at(from), at(from.Add(stall)))
 	r.say("   %d probe writes acknowledged, %d of them issued after the kill, and %d files of %d KiB.",
@@ -136,6 +138,14 @@ func (r *run) waitInSync(ctx context.Context) error {
 			return err
 		}
 	}
+}
+
+// replacement says how the volume got its replicas back.
+func (f *failover) replacement() string {
+	if f.replaced == "" {
+		return fmt.Sprintf("no node is left for a replacement, the volume keeps %d replicas in sync", f.want)
+	}
+	return fmt.Sprintf("replacement on %s in sync at %s", f.replaced, offset(f.synced.Sub(f.kill.Sent)))
 }
 
 // sayKill narrates the zone loss.
@@ -257,7 +267,7 @@ func (w *watch) layoutChanged(now time.Time, l *apiv1.Layout) {
 	}
 	w.event(now, describeChange(w.last, l, w.r.zoneOf))
 	w.noteReplacement(now, w.last, l)
-	if w.f.synced.IsZero() && w.liveInSync(l) >= len(w.f.before.GetReplicas()) {
+	if w.f.synced.IsZero() && w.liveInSync(l) >= w.f.want {
 		w.f.synced = now
 	}
 	w.last = l
