@@ -164,16 +164,22 @@ func TestTLSRefusals(t *testing.T) {
 			cfg := other.clientTLS()
 			cfg.VerifyConnection = nil // trust any server, so only the server decides
 			return cfg
-		}(), ErrTimeout},
+		}(), errTLSAlert},
 		{"server certificate of another CA", tlsAddr, exportName, other.clientTLS(), certs.ErrNotIssuedByCA},
 		{"volume attached to another node", tlsAddr, "vol-2", pki.clientTLS(), ErrForbidden},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			_, err := Dial(context.Background(), Options{Endpoint: fixedEndpoint(tt.addr), ExportName: tt.export,
-				RetryTimeout: 500 * time.Millisecond, TLS: tt.tls})
+			// One attempt, so that the error is its refusal rather
+			// than a retry timeout on a loaded machine.
+			c := &Client{opts: Options{Endpoint: fixedEndpoint(tt.addr), ExportName: tt.export,
+				ConnectTimeout: 30 * time.Second, TLS: tt.tls}.withDefaults()}
+			s, err := c.connect(context.Background())
+			if err == nil {
+				s.fail(ErrClosed)
+			}
 			if !errors.Is(err, tt.want) {
-				t.Errorf("Dial = %v, want %v", err, tt.want)
+				t.Errorf("connect = %v, want %v", err, tt.want)
 			}
 		})
 	}
@@ -181,6 +187,10 @@ func TestTLSRefusals(t *testing.T) {
 		t.Errorf("export saw %d calls", exp.calls.Load())
 	}
 }
+
+// errTLSAlert matches the error a TLS client gets when the server
+// refuses its certificate.
+var errTLSAlert = tls.AlertError(48) // unknown_ca
 
 func TestTLSConfigNamesTheHostDialled(t *testing.T) {
 	base := &tls.Config{MinVersion: tls.VersionTLS13}
