@@ -243,7 +243,8 @@ func TestPerAddressLimitRefusesExtraReplicationConnections(t *testing.T) {
 		t.Fatalf("hello: status %d", st)
 	}
 	extra, extraRd := dialRaw(t, n)
-	send(t, extra, hello(5))
+	f := hello(5)
+	f.WriteTo(extra) // may fail: the server closes the connection at once
 	if _, err := ReadFrame(extraRd); err == nil {
 		t.Fatal("a second connection from the address was served")
 	}
