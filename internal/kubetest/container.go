@@ -49,6 +49,7 @@ func StartContainer(t testing.TB, name, binary string, args ...string) *Containe
 		c.Stop()
 		if t.Failed() {
 			t.Logf("last lines of %s, restarted %d times (%s):\n%s", name, c.Restarts(), c.logPath, c.Process().Tail(logTail))
+			KeepLog(t, c.logPath)
 		}
 	})
 	return c

@@ -44,9 +44,34 @@ func StartProcess(t testing.TB, name, binary string, args ...string) *Process {
 		p.Kill()
 		if t.Failed() {
 			t.Logf("last lines of %s (%s):\n%s", p.Name, p.LogPath, p.Tail(logTail))
+			KeepLog(t, p.LogPath)
 		}
 	})
 	return p
+}
+
+// LogsDirEnv names the environment variable that, when set to a directory,
+// makes a failed test copy each whole process log there before its
+// temporary directory is removed.
+const LogsDirEnv = "TRIREME_TEST_LOGS"
+
+// KeepLog copies the log file at path into the directory LogsDirEnv
+// names, if it is set, below a directory named for the test.
+func KeepLog(t testing.TB, path string) {
+	dir := os.Getenv(LogsDirEnv)
+	if dir == "" {
+		return
+	}
+	b, err := os.ReadFile(path)
+	if err == nil {
+		dest := filepath.Join(dir, strings.NewReplacer("/", "_").Replace(t.Name()), filepath.Base(filepath.Dir(path))+"-"+filepath.Base(path))
+		if err = os.MkdirAll(filepath.Dir(dest), 0o755); err == nil {
+			err = os.WriteFile(dest, b, 0o644)
+		}
+	}
+	if err != nil {
+		t.Logf("keep log %s: %v", path, err)
+	}
 }
 
 func logName(name string) string {

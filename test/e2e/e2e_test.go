@@ -97,11 +97,17 @@ func testAttachAndMount(e *env) {
 	pv := e.boundPV("mounted")
 	pod := e.createPod("mounted", "node-a", "mounted")
 	v := e.mount(pod)
+	if got := e.attachedNode(v.id()); got != "node-a" {
+		e.t.Errorf("volume record attached to %q, want node-a", got)
+	}
 	v.writeAndCheck("data", 8<<20)
 	v.unmount()
 
 	e.deletePod("mounted")
 	e.waitDetached(pv.Name)
+	if got := e.attachedNode(v.id()); got != "" {
+		e.t.Errorf("volume record attached to %q after detach, want none", got)
+	}
 	e.deleteClaims("mounted")
 }
 

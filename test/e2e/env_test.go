@@ -278,7 +278,8 @@ func (e *env) startNodes() {
 		}
 		if e.t.Failed() {
 			for _, n := range e.sys.Nodes {
-				e.t.Logf("log of %s: %s", n.ID, tail(n.LogPath(), 40))
+				e.t.Logf("last lines of %s (%s):%s", n.ID, n.LogPath(), tail(n.LogPath(), 40))
+				kubetest.KeepLog(e.t, n.LogPath())
 			}
 		}
 	})
@@ -303,9 +304,9 @@ func renderChart(t *testing.T) chartargs.Chart {
 	values := filepath.Join(t.TempDir(), "values.yaml")
 	err = os.WriteFile(values, []byte(`controller:
   leaderElection:
-    leaseDuration: 4s
-    renewDeadline: 3s
-    retryPeriod: 500ms
+    leaseDuration: 8s
+    renewDeadline: 6s
+    retryPeriod: 1s
 `), 0o600)
 	if err != nil {
 		t.Fatal(err)

@@ -199,6 +199,18 @@ func specString(obj unstructured.Unstructured, field string) string {
 	return s
 }
 
+// attachedNode returns the node the volume record says the volume is
+// attached to.
+func (e *env) attachedNode(id string) string {
+	e.t.Helper()
+	v := e.volumeByID(id)
+	if v == nil {
+		e.t.Fatalf("no TriremeVolume for %s", id)
+	}
+	node, _, _ := unstructured.NestedString(v.Object, "spec", "attachment", "nodeID")
+	return node
+}
+
 // replicaZones returns the zone of each replica of the volume record, and
 // the primary's zone.
 func replicaZones(v *unstructured.Unstructured) (zones []string, primaryZone string) {
