@@ -385,3 +385,29 @@ func TestNegotiationLimitEvictsSilentBeforeTalking(t *testing.T) {
 		t.Errorf("the older, talking connection was refused: %+v", rs)
 	}
 }
+
+func TestHandshakeTimeoutBoundsATricklingClient(t *testing.T) {
+	_, exports := oneExport()
+	c, done := servePair(t, NewServer(exports, Options{HandshakeTimeout: 300 * time.Millisecond}))
+	start := time.Now()
+	c.read(greetingSize)
+	msg := append(binary.BigEndian.AppendUint32(nil, clientFixedNewstyle), optionBytes(optList, nil)...)
+	msg = append(msg, optionBytes(nbdwire.OptGo, infoPayload("vol"))...)
+	go func() {
+		// A byte every 20ms: each read makes progress, the whole
+		// negotiation would take over a second.
+		for _, b := range msg {
+			if _, err := c.nc.Write([]byte{b}); err != nil {
+				return
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}()
+	err := waitServeConn(t, done)
+	if !errors.Is(err, errHandshakeTimeout) {
+		t.Errorf("ServeConn = %v, want errHandshakeTimeout", err)
+	}
+	if d := time.Since(start); d > 2*time.Second {
+		t.Errorf("a trickling client kept negotiating for %v, handshake timeout 300ms", d)
+	}
+}

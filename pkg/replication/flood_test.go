@@ -268,3 +268,24 @@ func TestUnboundLimitClosesTheOldestIdleConnection(t *testing.T) {
 	}
 	idle.Close()
 }
+
+func TestHelloTimeoutBoundsATricklingPeer(t *testing.T) {
+	n := startLimitedNode(t, ServerOptions{HelloTimeout: 300 * time.Millisecond})
+	c, rd := dialRaw(t, n)
+	b, _ := appendFrame(nil, hello(5))
+	start := time.Now()
+	go func() {
+		for _, x := range b { // a byte every 20ms: about 1.5s in all
+			if _, err := c.Write([]byte{x}); err != nil {
+				return
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}()
+	if _, err := ReadFrame(rd); err == nil {
+		t.Fatal("a hello trickled over longer than the hello timeout was answered")
+	}
+	if d := time.Since(start); d > 2*time.Second {
+		t.Errorf("a trickling peer held its connection for %v, hello timeout 300ms", d)
+	}
+}
