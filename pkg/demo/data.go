@@ -112,6 +112,14 @@ func (r *run) expected() manifest {
 // compareReplicas asks every replica's node for the checksum of its copy.
 func (r *run) compareReplicas(ctx context.Context) error {
 	r.say("\n[6/7] Asking each replica's node for the sha256 of its copy of the volume")
+	placed := replicaNodes(r.layout)
+	if err := r.waitInSync(ctx, "before comparing them"); err != nil {
+		return err
+	}
+	if now := replicaNodes(r.layout); !slices.Equal(now, placed) {
+		r.say("   The controller moved replicas since the failover: epoch %d, replicas on %s.",
+			r.layout.GetEpoch(), strings.Join(now, ", "))
+	}
 	var ids []string
 	for _, rep := range r.layout.GetReplicas() {
 		if rep.GetState() == apiv1.ReplicaState_REPLICA_STATE_IN_SYNC && r.alive(rep.GetNodeId()) {
@@ -154,6 +162,15 @@ func (r *run) liveReplicas() *apiv1.Layout {
 		}
 	}
 	return l
+}
+
+// replicaNodes lists the nodes holding the layout's replicas.
+func replicaNodes(l *apiv1.Layout) []string {
+	var ids []string
+	for _, rep := range l.GetReplicas() {
+		ids = append(ids, rep.GetNodeId())
+	}
+	return ids
 }
 
 // liveZones are the zones where a node still runs.

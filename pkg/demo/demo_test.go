@@ -60,7 +60,7 @@ func TestLocalClusterSurvivesTheLossOfThePrimarysZone(t *testing.T) {
 		"in zone-b, the preferred zone; the other replicas are in zone-a and zone-c.",
 		"[3/7] Mounting it on node-a2 in zone-a, which holds no replica",
 		"attachment generation 1 recorded for node-a2",
-		"[4/7] Losing zone-b, the primary's zone, while the pod on node-a2 writes",
+		"[4/7] Losing the primary's zone while the pod on node-a2 writes",
 		"The 3 replicas hold identical data.",
 		"no surviving zone lacks a replica, no node holds two (I6).",
 		"3 replicas identical, in zone-a and zone-c.",

@@ -52,23 +52,17 @@ type failover struct {
 // writer's node writes, and follows the volume until it is served by a
 // new primary with every replica in sync.
 func (r *run) loseZone(ctx context.Context) error {
-	zone := r.sys.Node(r.layout.GetPrimary()).Zone
-	r.say("\n[4/7] Losing %s, the primary's zone, while the pod on %s writes", zone, r.writer.ID)
-	writes, err := startPodWrites(r.mount.target)
+	r.say("\n[4/7] Losing the primary's zone while the pod on %s writes", r.writer.ID)
+	writes, stopWrites, err := r.startWriting(ctx)
 	if err != nil {
-		return fmt.Errorf("start the pod's writers: %w", err)
-	}
-	stopWrites := r.td.push("Stop the pod's writers", func(context.Context) error { return writes.stop(stopWritesTimeout) })
-	r.say("   The pod writes below %s: %d probes, each a %d-byte O_DSYNC write every %s, timestamped when", podWritesDir, probes, probeRecord, probeInterval)
-	r.say("   issued and when acknowledged; and a %d KiB file, fsynced, every %s.", writtenFile>>10, fileInterval)
-	if err := sleepCtx(ctx, warmUp); err != nil {
 		return err
 	}
-	if err := writes.failed(); err != nil {
+	if err := r.waitInSync(ctx, "before the kill"); err != nil {
 		return err
 	}
-	if err := r.waitInSync(ctx); err != nil {
-		return err
+	zone := r.zoneOf(r.layout.GetPrimary())
+	if zone == r.writer.Zone {
+		return fmt.Errorf("the primary %s moved to the pod's zone %s before the kill", r.layout.GetPrimary(), zone)
 	}
 	f := &failover{before: r.layout}
 	if f.kill, err = r.sys.KillZone(zone); err != nil {
@@ -88,6 +82,23 @@ func (r *run) loseZone(ctx context.Context) error {
 	r.layout = f.after
 	r.showLayout()
 	return r.unmountFrom(ctx, r.mount)
+}
+
+// startWriting starts the pod's writers on the mounted volume and lets
+// them write for warmUp. The undo it returns stops them.
+func (r *run) startWriting(ctx context.Context) (*podWrites, *undo, error) {
+	writes, err := startPodWrites(r.mount.target)
+	if err != nil {
+		return nil, nil, fmt.Errorf("start the pod's writers: %w", err)
+	}
+	stop := r.td.push("Stop the pod's writers", func(context.Context) error { return writes.stop(stopWritesTimeout) })
+	r.say("   The pod writes below %s: %d probes, each a %d-byte O_DSYNC write every %s, timestamped when",
+		podWritesDir, probes, probeRecord, probeInterval)
+	r.say("   issued and when acknowledged; and a %d KiB file, fsynced, every %s.", writtenFile>>10, fileInterval)
+	if err := sleepCtx(ctx, warmUp); err != nil {
+		return nil, nil, err
+	}
+	return writes, stop, writes.failed()
 }
 
 // reportFailover sums up the failover as the pod saw it.
@@ -112,17 +123,19 @@ func (r *run) reportFailover(f *failover, writes *podWrites) {
 		len(acks), after, len(r.podWrites)-probes, writtenFile>>10)
 }
 
-// waitInSync refreshes the layout, waiting until every replica is in
-// sync: a zone loss is survivable only with a replica in sync elsewhere.
-func (r *run) waitInSync(ctx context.Context) error {
+// waitInSync refreshes the layout, waiting until every replica on a live
+// node is in sync: before the kill, since a zone loss is survivable only
+// with a replica in sync elsewhere; before comparing replicas, since
+// the controller may have moved one meanwhile.
+func (r *run) waitInSync(ctx context.Context, before string) error {
 	deadline := time.Now().Add(recoveryTimeout)
-	for said := false; ; said = true {
+	for said := false; ; {
 		if err := r.locate(ctx); err != nil {
 			return err
 		}
 		var behind []string
 		for _, rep := range r.layout.GetReplicas() {
-			if rep.GetState() != apiv1.ReplicaState_REPLICA_STATE_IN_SYNC {
+			if rep.GetState() != apiv1.ReplicaState_REPLICA_STATE_IN_SYNC && r.alive(rep.GetNodeId()) {
 				behind = append(behind, rep.GetNodeId()+" "+stateName(rep.GetState()))
 			}
 		}
@@ -132,7 +145,8 @@ func (r *run) waitInSync(ctx context.Context) error {
 		case time.Now().After(deadline):
 			return fmt.Errorf("volume %s: replicas not in sync after %s: %s", r.vol.GetVolumeId(), recoveryTimeout, strings.Join(behind, ", "))
 		case !said:
-			r.say("   Waiting for every replica to be in sync before the kill: %s.", strings.Join(behind, ", "))
+			r.say("   Waiting for every replica to be in sync %s: %s.", before, strings.Join(behind, ", "))
+			said = true
 		}
 		if err := sleepCtx(ctx, pollInterval); err != nil {
 			return err
