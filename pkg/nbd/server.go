@@ -56,9 +56,10 @@ type Options struct {
 	// TLS, when set, requires every client to upgrade with
 	// NBD_OPT_STARTTLS before any other option is answered (the
 	// specification's forced TLS mode): a client that does not learns
-	// nothing, not even the export names. Set ClientAuth to
-	// tls.RequireAndVerifyClientCert to admit only clients with a
-	// certificate; certs.Bundle.ServerConfig does. Nil serves plain TCP.
+	// nothing, not even the export names. Clients must present a
+	// certificate that ClientCAs verifies: the server requires one
+	// whatever ClientAuth says (certs.Bundle.ServerConfig builds such a
+	// configuration). Nil serves plain TCP.
 	TLS *tls.Config
 	// Authorize, when set, decides whether a client may open an export,
 	// before the export is looked up: an error refuses NBD_OPT_INFO and
@@ -92,6 +93,10 @@ func (o Options) withDefaults() Options {
 	}
 	if o.MaxOptions <= 0 {
 		o.MaxOptions = DefaultMaxOptions
+	}
+	if o.TLS != nil && o.TLS.ClientAuth != tls.RequireAndVerifyClientCert {
+		o.TLS = o.TLS.Clone()
+		o.TLS.ClientAuth = tls.RequireAndVerifyClientCert
 	}
 	return o
 }

@@ -391,3 +391,25 @@ func TestRefusedOptionsLogAtMostALimit(t *testing.T) {
 		t.Errorf("%d lines about refused options, want %d", n, maxLoggedRejections)
 	}
 }
+
+func TestTLSAlwaysRequiresAClientCertificate(t *testing.T) {
+	pki := newTestPKI(t)
+	cfg := pki.server.ServerConfig(nil)
+	cfg.ClientAuth = tls.VerifyClientCertIfGiven
+	_, exports := oneExport()
+	c, done := servePair(t, NewServer(exports, Options{TLS: cfg}))
+	c.handshake(clientFixedNewstyle)
+	noCert := &tls.Config{MinVersion: tls.VersionTLS13, RootCAs: pki.ca.Pool(), ServerName: "127.0.0.1"}
+	if err := c.startTLS(noCert); err == nil {
+		c.sendOption(optList, nil)
+		if _, err := c.br.ReadByte(); err == nil {
+			t.Fatal("server answered a client without a certificate")
+		}
+	}
+	if err := waitServeConn(t, done); !errors.Is(err, errTLSHandshake) {
+		t.Errorf("ServeConn = %v, want errTLSHandshake", err)
+	}
+	if cfg.ClientAuth != tls.VerifyClientCertIfGiven {
+		t.Error("NewServer changed the caller's configuration")
+	}
+}
