@@ -47,7 +47,8 @@ func (b *Bundle) ServerConfig(allow func(Peer) error) *tls.Config {
 // bundle's certificate and accepts a server whose certificate the cluster
 // CA issued for an identity allow admits. Servers are recognised by that
 // identity, not by host name: the address a client dials (a pod IP, a
-// Service) need not be in the certificate. allow must not be nil.
+// Service) need not be in the certificate. A nil allow admits any
+// server certificate the CA issued for serving.
 func (b *Bundle) ClientConfig(allow func(Peer) error) *tls.Config {
 	roots := b.Roots
 	return &tls.Config{
