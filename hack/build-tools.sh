@@ -75,7 +75,7 @@ build_kubernetes() {
 		x+=" -X $pkg.gitVersion=$v -X $pkg.gitMajor=1"
 		x+=" -X $pkg.gitMinor=$(echo "$v" | cut -d. -f2) -X $pkg.gitTreeState=clean"
 	done
-	(cd "$dir" && go build -mod=mod -trimpath -ldflags "$strip$x" -o "$dir/bin/" \
+	(cd "$dir" && go build -mod=mod -trimpath -buildvcs=false -ldflags "$strip$x" -o "$dir/bin/" \
 		k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager)
 	install_tool kube-apiserver "$v" "$dir/bin/kube-apiserver"
 	install_tool kube-controller-manager "$v" "$dir/bin/kube-controller-manager"
@@ -87,7 +87,7 @@ build_etcd() {
 	have etcd "$v" && return
 	local start=$SECONDS dir=$work/etcd-$v
 	generated_module "$dir" go.etcd.io/etcd/server/v3 "$v"
-	(cd "$dir" && go build -mod=mod -trimpath -ldflags "$strip" -o "$dir/etcd" go.etcd.io/etcd/server/v3)
+	(cd "$dir" && go build -mod=mod -trimpath -buildvcs=false -ldflags "$strip" -o "$dir/etcd" go.etcd.io/etcd/server/v3)
 	install_tool etcd "$v" "$dir/etcd"
 	log "etcd $v built in $((SECONDS - start))s"
 }
@@ -99,7 +99,7 @@ build_in_module() {
 	have "$name" "$v" && return
 	local start=$SECONDS dir
 	dir=$(module_dir "$mod@$v")
-	(cd "$dir" && go build -mod=readonly -trimpath -ldflags "$strip $x" -o "$work/$name-$v" "$pkg")
+	(cd "$dir" && go build -mod=readonly -trimpath -buildvcs=false -ldflags "$strip $x" -o "$work/$name-$v" "$pkg")
 	install_tool "$name" "$v" "$work/$name-$v"
 	log "$name $v built in $((SECONDS - start))s"
 }
