@@ -103,20 +103,32 @@ func runSchedule(t *testing.T, c *cluster, s schedule, cfg config) (scheduleStat
 	monFindings, layouts := mon.halt()
 
 	label := fmt.Sprintf("seed%d", s.seed)
-	v := checkHistory(wl.hist.snapshot(), artifactsDir(t), label)
+	v := checkHistory(wl.hist.snapshot(), func() string { return artifactsDir(t) }, label)
 	findings := append(monFindings, v.findings...)
 	if redundantErr == nil {
 		findings = append(findings, checkFinal(ctx, c, vols)...)
 	}
 	st := scheduleStats{ops: v.ops, unknown: v.unknown, cells: v.cells}
-	t.Logf("  schedule seed %d: faults healed at %.1fs, full redundancy at %.1fs; %d ops, %d unknown writes, %d registers",
-		s.seed, faultsDone.Seconds(), healed.Seconds(), v.ops, v.unknown, v.cells)
+	t.Logf("  schedule seed %d: faults healed at %.1fs, full redundancy at %.1fs; %d ops, %d unknown writes, longest write %.2fs, %d registers",
+		s.seed, faultsDone.Seconds(), healed.Seconds(), v.ops, v.unknown, longestWrite(wl.hist.snapshot()).Seconds(), v.cells)
 
 	if len(findings) > 0 || readErr != nil || redundantErr != nil || healErr != nil {
 		st.failed = true
 		report(t, s, findings, v.visualized, layouts, readErr, healErr, redundantErr)
 	}
 	return st, c.waitRegistered(ctx, cfg.healTimeout)
+}
+
+// longestWrite is the longest time a write took: the longest pause a
+// writer saw.
+func longestWrite(ops []op) time.Duration {
+	var d int64
+	for _, o := range ops {
+		if o.write {
+			d = max(d, o.ret-o.call)
+		}
+	}
+	return time.Duration(d)
 }
 
 // createVolumes makes the schedule's volumes, each published to a node.

@@ -16,6 +16,8 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	apiv1 "github.com/trireme-csi/trireme/pkg/api/v1"
 	"github.com/trireme-csi/trireme/pkg/frontend/nbdclient"
 )
@@ -486,7 +488,7 @@ func (f *figures) rebuild(t *testing.T, runs int) {
 		cl := dial(t, c, v)
 		fill(t, cl, data)
 		cl.Close()
-		must(t, exec.Command("sync").Run()) // the fill's writeback is not the rebuild's
+		must(t, syncFS(c.nodes[0].dataDir)) // the fill's writeback is not the rebuild's
 		disk, err := diskSpeed(c.nodes[0].dataDir, "oflag=direct")
 		must(t, err)
 		synced, err := diskSpeed(c.nodes[0].dataDir, "conv=fdatasync")
@@ -540,6 +542,17 @@ func diskSpeed(dir, flag string) (float64, error) {
 		return 0, fmt.Errorf("dd: %w: %s", err, out)
 	}
 	return float64(512<<20) / time.Since(start).Seconds(), nil
+}
+
+// syncFS writes back the filesystem holding dir, and only that one: a
+// machine-wide sync can hang behind another test's dead FUSE mount.
+func syncFS(dir string) error {
+	fd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY, 0)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(fd)
+	return unix.Syncfs(fd)
 }
 
 func must(t *testing.T, err error) {

@@ -58,7 +58,7 @@ const maxVisualizations = 5
 // checkHistory checks every register's history for linearizability and
 // every acknowledged write for survival in the final read (the reads of
 // client 0). Visualizations of failing registers go to artifacts.
-func checkHistory(ops []op, artifacts, label string) verdict {
+func checkHistory(ops []op, artifacts func() string, label string) verdict {
 	var v verdict
 	v.ops = len(ops)
 	end := int64(0)
@@ -76,8 +76,8 @@ func checkHistory(ops []op, artifacts, label string) verdict {
 		if porcupine.CheckOperationsTimeout(registerModel, hist, 10*time.Second) == porcupine.Illegal {
 			v.findings = append(v.findings, fmt.Sprintf("volume %d cell %d (byte %d): history not linearizable: %s",
 				k.vol, k.cell, k.cell*cellSize, summarize(hist)))
-			if len(v.visualized) < maxVisualizations && artifacts != "" {
-				if p, err := visualize(hist, artifacts, label, k); err == nil {
+			if len(v.visualized) < maxVisualizations && artifacts != nil && artifacts() != "" {
+				if p, err := visualize(hist, artifacts(), label, k); err == nil {
 					v.visualized = append(v.visualized, p)
 				} else {
 					v.findings = append(v.findings, "visualize: "+err.Error())

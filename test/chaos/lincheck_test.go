@@ -52,7 +52,7 @@ func TestCheckHistory(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			v := checkHistory(tt.ops, "", "")
+			v := checkHistory(tt.ops, nil, "")
 			switch {
 			case tt.want == "" && len(v.findings) > 0:
 				t.Fatalf("findings %q, want none", v.findings)
