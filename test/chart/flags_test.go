@@ -56,6 +56,7 @@ func TestMain(m *testing.M) {
 // container with the binary's own flag set: it runs the command with the
 // args and -h last, which parses every flag before printing the usage.
 func TestChartFlagsAreTheBinarys(t *testing.T) {
+	skipUnderRace(t)
 	bin := triremeBinary(t)
 	pod := chartargs.Pod{Name: "p", Namespace: namespace, IP: "127.0.0.9", NodeName: "node-1", HostIP: "127.0.0.9"}
 	for name, files := range valueSets {

@@ -24,6 +24,7 @@ var imageCommands = []string{
 }
 
 func TestImageBinaryIsStaticAndReproducible(t *testing.T) {
+	skipUnderRace(t)
 	testenv.Require(t, "make")
 	const version = "v0.0.0-imagetest"
 	dir := t.TempDir()

@@ -112,6 +112,7 @@ func crdObjects(t *testing.T) []object {
 }
 
 func TestHelmInstallUpgradeUninstall(t *testing.T) {
+	skipUnderRace(t)
 	c := startCluster(t)
 	kc := "--kubeconfig=" + c.kubeconfig
 	const timeout = "--timeout=2m"

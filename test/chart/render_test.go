@@ -160,3 +160,13 @@ func readRepoFile(t testing.TB, path string) []byte {
 	}
 	return b
 }
+
+// skipUnderRace skips a test that only drives built binaries and
+// servers: the race detector has nothing of ours to watch there, and
+// make test runs the package once without it.
+func skipUnderRace(t *testing.T) {
+	t.Helper()
+	if raceEnabled {
+		t.Skip("drives built binaries only; runs without -race")
+	}
+}

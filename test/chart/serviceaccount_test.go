@@ -27,6 +27,7 @@ import (
 // Node and find the controller through the Lease. Whatever RBAC refuses
 // shows up as a missing record and in the processes' logs.
 func TestBinariesRunUnderTheChartsServiceAccounts(t *testing.T) {
+	skipUnderRace(t)
 	testenv.Require(t, "root")
 	bin := triremeBinary(t)
 	c := startCluster(t)
