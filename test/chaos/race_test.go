@@ -2,7 +2,6 @@
 
 package chaos
 
-// raceEnabled shortens the run under the race detector, which only
-// watches the harness here: the processes under test are separate
-// binaries.
+// raceEnabled skips the chaos run under the race detector, which would
+// only watch the harness: the processes under test are separate binaries.
 const raceEnabled = true
