@@ -42,6 +42,7 @@ func TestSchemaRefusesWrongValues(t *testing.T) {
 		{"unknown top-level value", "replicaCount=3"},
 		{"container without requests", "node.resources.requests=null"},
 		{"duration without unit", "controller.heartbeatTimeout=5"},
+		{"optional duration without unit", "node.fenceTimeout=4"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -345,4 +346,33 @@ func TestControllerPodIsUnprivileged(t *testing.T) {
 			}
 		}
 	})
+}
+
+func TestValuesReachTheFlags(t *testing.T) {
+	c, err := chartargs.Parse(helm(t, templateArgs([]string{customValues})...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		container chartargs.Container
+		want      map[string]string
+	}{
+		{c.Controller, map[string]string{
+			"api-port": "17700", "heartbeat-timeout": "8s", "repair-interval": "500ms", "resume-window": "30m",
+			"leader-election-lease-duration": "30s", "leader-election-renew-deadline": "20s",
+			"leader-election-retry-period": "5s", "v": "5",
+		}},
+		{c.Node, map[string]string{
+			"zone": "zone-x", "data-dir": "/mnt/disks/trireme", "replication-port": "17600", "nbd-port": "20809",
+			"api-port": "17601", "capacity-bytes": "107374182400", "max-volumes": "40", "ack-timeout": "5s",
+			"heartbeat-interval": "2s", "degraded-write-timeout": "1m", "fence-timeout": "6s", "v": "5",
+		}},
+	}
+	for _, tt := range tests {
+		for flag, want := range tt.want {
+			if got, _ := chartargs.Flag(tt.container.Args, flag); got != want {
+				t.Errorf("%s --%s=%q, want %q", tt.container.Args[0], flag, got, want)
+			}
+		}
+	}
 }
