@@ -206,7 +206,10 @@ func makeEmptyDir(dir string) error {
 
 // removeDir removes the work directory, unless something is still
 // mounted or attached below it: removing files through a live mount
-// would reach into a filesystem that is not the demo's to delete.
+// would reach into a filesystem that is not the demo's to delete. A
+// process left behind that still names the directory, such as a node
+// agent's umount hung on a volume's I/O, is reported: the kernel holds
+// the volume's loop device for as long as it hangs.
 func removeDir(dir string) error {
 	mounts, loops, err := localcluster.Leftovers(dir)
 	if err != nil {
@@ -215,7 +218,11 @@ func removeDir(dir string) error {
 	if len(mounts)+len(loops) > 0 {
 		return fmt.Errorf("kept %s: mounts %q and loop devices %q remain", dir, mounts, loops)
 	}
-	return os.RemoveAll(dir)
+	err = os.RemoveAll(dir)
+	if procs := localcluster.Stragglers(dir); len(procs) > 0 {
+		err = errors.Join(err, fmt.Errorf("processes left behind still name %s: %q", dir, procs))
+	}
+	return err
 }
 
 // finish tears down what is left and prints the outcome.

@@ -1,8 +1,6 @@
 package demo
 
 import (
-	"github.com/trireme-csi/trireme/internal/testenv"
-
 	"bufio"
 	"bytes"
 	"os"
@@ -14,6 +12,9 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/trireme-csi/trireme/internal/testenv"
+	"github.com/trireme-csi/trireme/pkg/localcluster"
 )
 
 // The tests in this file run `trireme local-cluster` as a user would: a
@@ -77,6 +78,7 @@ func TestLocalClusterSurvivesTheLossOfThePrimarysZone(t *testing.T) {
 		`node-[ac]\d syncing \[[=> ]{30}\] +\d+%`,
 		`node-[ac]\d syncing -> in sync`,
 		`first write acknowledged on the new primary node-[ac]\d \(issued at \+\d+\.\d\ds\)`,
+		`The pod's writes paused for \d+\.\d\ds at most \(no acknowledgement from \S+ to \S+\) and none failed`,
 		`\[5/7\] Moving it to node-c\d in zone-c`,
 		`attachment generation \d+ recorded for node-c\d`,
 		`Every one of the \d+ files written on node-a2 reads back on node-c\d`,
@@ -283,6 +285,9 @@ func checkNothingLeft(t *testing.T, dir string, out []byte) {
 		t.Errorf("losetup -a: %v\n%s", err, losetup)
 	} else if strings.Contains(string(losetup), dir) {
 		t.Errorf("losetup -a lists loop devices under %s:\n%s", dir, losetup)
+	}
+	if procs := localcluster.Stragglers(dir); len(procs) > 0 {
+		t.Errorf("processes left behind still name %s: %q", dir, procs)
 	}
 	pids := map[int]bool{}
 	for _, m := range pidPattern.FindAllSubmatch(out, -1) {

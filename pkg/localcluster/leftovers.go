@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
@@ -198,4 +199,33 @@ func resolve(dir string) string {
 		return r
 	}
 	return abs
+}
+
+// Stragglers lists the processes, other than this one, whose command line
+// names a path at or below dir, each as its pid and command line. A node
+// agent's children (mount, umount, mkfs) outlive it when they hang on a
+// volume's I/O; one that holds the FUSE device the agent served keeps
+// the FUSE connection, and the I/O it waits for, alive for good.
+func Stragglers(dir string) []string {
+	dirs := []string{filepath.Clean(dir), resolve(dir)}
+	procs, _ := filepath.Glob("/proc/[0-9]*/cmdline")
+	var out []string
+	for _, p := range procs {
+		pid := filepath.Base(filepath.Dir(p))
+		if pid == strconv.Itoa(os.Getpid()) {
+			continue
+		}
+		b, err := os.ReadFile(p)
+		if err != nil || len(b) == 0 {
+			continue
+		}
+		args := strings.Split(strings.TrimRight(string(b), "\x00"), "\x00")
+		for _, a := range args {
+			if under(a, dirs) {
+				out = append(out, pid+" "+strings.Join(args, " "))
+				break
+			}
+		}
+	}
+	return out
 }

@@ -2,6 +2,10 @@ package localcluster
 
 import (
 	"context"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
 	"testing"
 
 	csipb "github.com/container-storage-interface/spec/lib/go/csi"
@@ -58,5 +62,36 @@ func TestSystemRegistersEveryNode(t *testing.T) {
 		default:
 			t.Errorf("%s still runs", n.ID)
 		}
+	}
+}
+
+// TestStragglersNamesProcessesThatUseTheDirectory finds a process whose
+// command line names a path below the directory, and forgets it once it
+// has exited.
+func TestStragglersNamesProcessesThatUseTheDirectory(t *testing.T) {
+	dir := t.TempDir()
+	cmd := exec.Command("sh", "-c", "sleep 30", filepath.Join(dir, "kubelet", "globalmount"))
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	pid := strconv.Itoa(cmd.Process.Pid)
+	found := func() bool {
+		for _, s := range Stragglers(dir) {
+			if strings.HasPrefix(s, pid+" sh -c sleep 30 ") {
+				return true
+			}
+		}
+		return false
+	}
+	if !found() {
+		t.Errorf("Stragglers(%s) = %q, lacks pid %s", dir, Stragglers(dir), pid)
+	}
+	cmd.Process.Kill()
+	cmd.Wait()
+	if found() {
+		t.Errorf("Stragglers still lists pid %s after it exited", pid)
+	}
+	if got := Stragglers(t.TempDir()); len(got) != 0 {
+		t.Errorf("Stragglers of an unused directory = %q", got)
 	}
 }
