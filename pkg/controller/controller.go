@@ -48,6 +48,11 @@ type Options struct {
 	PushTimeout time.Duration
 	// Now tells the time; nil means time.Now. Tests set it.
 	Now func() time.Time
+	// StartupGrace is how long after this controller starts a node that
+	// has not registered with it still counts as alive: a restarted or
+	// newly elected controller gives node agents that long to find it.
+	// Zero means three heartbeat timeouts.
+	StartupGrace time.Duration
 	// RepairInterval is how often Run looks at every volume. Zero means
 	// DefaultRepairInterval.
 	RepairInterval time.Duration
@@ -74,6 +79,9 @@ func (o *Options) defaults() {
 	}
 	if o.Now == nil {
 		o.Now = time.Now
+	}
+	if o.StartupGrace == 0 {
+		o.StartupGrace = 3 * o.HeartbeatTimeout
 	}
 	if o.RepairInterval == 0 {
 		o.RepairInterval = DefaultRepairInterval

@@ -174,10 +174,23 @@ func (c *Controller) isLive(nodeID string) bool {
 }
 
 // knownDead says the node is not live although it has had time to
-// register and heartbeat since this process started. A node that may just
-// not have registered again after a controller restart is not known dead.
+// register and heartbeat: a node that registered with this process and
+// then stopped heartbeating, or one that has not registered at all within
+// StartupGrace of this process's start (after a controller restart or a
+// change of leader, nodes need a moment to find it).
 func (c *Controller) knownDead(nodeID string) bool {
-	return !c.isLive(nodeID) && c.opts.Now().Sub(c.started) > c.opts.HeartbeatTimeout
+	c.members.mu.Lock()
+	n, seen := c.members.nodes[nodeID]
+	var last time.Time
+	if seen {
+		last = n.LastHeartbeat
+	}
+	c.members.mu.Unlock()
+	now := c.opts.Now()
+	if seen {
+		return now.Sub(last) > c.opts.HeartbeatTimeout
+	}
+	return now.Sub(c.started) > c.opts.StartupGrace
 }
 
 // KnownDead says whether the node has stopped heartbeating, past the

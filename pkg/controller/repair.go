@@ -144,10 +144,13 @@ func (c *Controller) health() health {
 
 func (h health) live(id string) bool { return h.nodes[id].Live }
 
-// dead is knownDead: not live, past the grace a restarted controller
-// gives nodes to register again.
+// dead is knownDead: silent past the heartbeat timeout, or never heard
+// of within the grace a new controller gives nodes to register.
 func (h health) dead(id string) bool {
-	return !h.live(id) && h.c.opts.Now().Sub(h.c.started) > h.c.opts.HeartbeatTimeout
+	if n, ok := h.nodes[id]; ok {
+		return !n.Live
+	}
+	return h.c.opts.Now().Sub(h.c.started) > h.c.opts.StartupGrace
 }
 
 // zoneHealthy says no registered node of the zone is dead.

@@ -186,3 +186,40 @@ func waitUntil(t *testing.T, what string, cond func() bool) {
 		time.Sleep(5 * time.Millisecond)
 	}
 }
+
+// A leader killed while creating a volume leaves a record whose replicas
+// were never made; the layout may have changed since (here, the epoch is
+// 3). The provisioner's retry must make them, not take the record for a
+// finished create.
+func TestRepeatedCreateMakesReplicasAnInterruptedCreateLeftOut(t *testing.T) {
+	e := controllertest.New(t, controllertest.SixNodes)
+	v := mustCreate(t, e, "pvc-1")
+	for _, r := range v.Layout.Replicas {
+		e.Nodes.Drop(controllertest.APIAddress(r.NodeID), v.ID)
+	}
+	for range 2 {
+		if _, err := store.BumpEpoch(ctx, e.Store, v.ID, func(*store.Volume) error { return nil }); err != nil {
+			t.Fatal(err)
+		}
+	}
+	leader := controller.New(controller.Options{Store: e.Store, DialNode: e.Nodes.Dial, Now: e.Clock.Now})
+	defer leader.Close()
+	for _, n := range controllertest.SixNodes {
+		if err := leader.RegisterNode(ctx, controllertest.Registration(n.ID, n.Zone, 10*controllertest.GiB)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got, err := leader.CreateVolume(ctx, volumeRequest("pvc-1"))
+	if err != nil || got.ID != v.ID {
+		t.Fatalf("repeated CreateVolume = %s, %v; want %s", got.ID, err, v.ID)
+	}
+	for _, r := range v.Layout.Replicas {
+		addr := controllertest.APIAddress(r.NodeID)
+		if !slices.Contains(e.Nodes.Replicas(addr), v.ID) {
+			t.Errorf("%s holds no replica after the repeated create", r.NodeID)
+		}
+	}
+	if l, ok := e.Nodes.Layout(controllertest.APIAddress(v.Layout.Primary), v.ID); !ok || l.Epoch != 3 {
+		t.Errorf("primary holds layout %+v, want epoch 3", l)
+	}
+}

@@ -100,13 +100,16 @@ func (c *Controller) existing(ctx context.Context, v store.Volume, req VolumeReq
 		return store.Volume{}, fmt.Errorf("volume %q (%s) has %d bytes, outside [%d, %d]: %w",
 			req.Name, v.ID, v.Size, req.RequiredBytes, req.LimitBytes, ErrAlreadyExistsDifferent)
 	}
-	if c.isReady(v.ID) || v.Layout.Epoch > 1 {
+	if c.isReady(v.ID) {
 		return v, nil
 	}
 	// A create that this process did not see finish (it failed, or ran
-	// before a restart): make sure every replica is there. Every step is
-	// idempotent on the nodes.
-	if err := c.provision(ctx, v); err != nil {
+	// before a restart or a change of leader): make sure every replica in
+	// the write path is there and the primary serves. Every step is
+	// idempotent on the nodes. The epoch says nothing here: the repair
+	// loop may have changed the layout of a volume whose replicas were
+	// never made.
+	if err := c.provisionExisting(ctx, v); err != nil {
 		return store.Volume{}, err
 	}
 	c.markReady(v.ID)
@@ -179,6 +182,20 @@ func (c *Controller) provision(ctx context.Context, v store.Volume) error {
 		}
 	}
 	return c.setLayoutEverywhere(ctx, v.Layout)
+}
+
+// provisionExisting creates the replicas of a stored volume that are in
+// the write path, and gives the layout to its primary.
+func (c *Controller) provisionExisting(ctx context.Context, v store.Volume) error {
+	for _, r := range v.Layout.Replicas {
+		if r.State == replication.Faulted {
+			continue
+		}
+		if err := c.createReplica(ctx, r.NodeID, v.ID, v.Size); err != nil {
+			return err
+		}
+	}
+	return c.confirm(ctx, v.Layout)
 }
 
 // rollback undoes a failed create: it deletes the replicas it can reach

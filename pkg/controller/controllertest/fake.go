@@ -72,6 +72,14 @@ func (f *FakeNodes) Replicas(addr string) []string {
 	return out
 }
 
+// Drop removes the node's replica of volume, as if it had never been made.
+func (f *FakeNodes) Drop(addr, volume string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	delete(f.replicas[addr], volume)
+	delete(f.layouts[addr], volume)
+}
+
 // Restart makes the node at addr forget every layout it got, as a
 // restarted agent does; its replicas stay.
 func (f *FakeNodes) Restart(addr string) {
