@@ -223,13 +223,12 @@ func (r *run) replicaZoneList() []string {
 
 // summary recaps the run for a newcomer.
 func (r *run) summary() {
-	p := r.sys.Node(r.layout.GetPrimary())
-	r.say("\nSummary")
 	f := r.failover
+	r.say("\nSummary")
 	r.say("   %d nodes in %d zones; volume %s.", len(r.sys.Nodes), len(r.sys.Zones()), r.pvName)
 	r.say("   Wrote %d files (%s) on %s in %s.", r.src.files, mib(r.src.bytes), r.writer.ID, seconds(r.unpackTime))
 	r.say("   Lost %s with the primary %s while the pod wrote; %s took over at epoch %d.",
-		f.kill.Zone, f.before.GetPrimary(), p.ID, r.layout.GetEpoch())
+		f.kill.Zone, f.before.GetPrimary(), f.promotee, f.epoch)
 	r.say("   Kill to first write acknowledged on the new primary: %s; %s.",
 		seconds(f.firstAck.done.Sub(f.kill.Sent)), f.replacement())
 	r.say("   Verified all %d files on %s in %s; %d replicas identical, in %s.",

@@ -40,6 +40,8 @@ type failover struct {
 	before   *apiv1.Layout
 	after    *apiv1.Layout
 	promoted time.Time // when the controller's layout first named another primary
+	promotee string    // the primary it named
+	epoch    uint64    // and its epoch
 	firstAck ack       // the first write the new primary acknowledged
 	ackedBy  string    // the primary in the layout when firstAck was seen
 	synced   time.Time // when as many replicas as before were in sync on live nodes
@@ -277,7 +279,7 @@ func (w *watch) layoutChanged(now time.Time, l *apiv1.Layout) {
 		return
 	}
 	if l.GetPrimary() != w.f.before.GetPrimary() && w.f.promoted.IsZero() {
-		w.f.promoted = now
+		w.f.promoted, w.f.promotee, w.f.epoch = now, l.GetPrimary(), l.GetEpoch()
 	}
 	w.event(now, describeChange(w.last, l, w.r.zoneOf))
 	w.noteReplacement(now, w.last, l)
