@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"os"
 	"os/signal"
 	"strconv"
@@ -150,6 +151,7 @@ func runController(args []string, stderr io.Writer) error {
 	db := fs.String("db", "/var/lib/trireme/controller.db", "embedded store file")
 	listen := fs.String("listen-address", "127.0.0.1", "IP address of the controller's internal API")
 	apiPort := fs.Int("api-port", 7700, "TCP port of the internal API (node registry, replica reports)")
+	healthPort := fs.Int("health-port", 0, "TCP port of an HTTP /healthz that answers while the process runs, leading or standing by (0: none)")
 	var opts controller.Options
 	fs.DurationVar(&opts.HeartbeatTimeout, "heartbeat-timeout", controller.DefaultHeartbeatTimeout, "how old a node's heartbeat may be for it to count as live; a primary silent this long is failed over")
 	fs.DurationVar(&opts.RepairInterval, "repair-interval", controller.DefaultRepairInterval, "how often every volume is checked for failover, lost replicas and placement")
@@ -172,6 +174,13 @@ func runController(args []string, stderr io.Writer) error {
 	opts.Store = st
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
+	if *healthPort != 0 {
+		lis, err := net.Listen("tcp", net.JoinHostPort(*listen, strconv.Itoa(*healthPort)))
+		if err != nil {
+			return fmt.Errorf("listen for health checks: %w", err)
+		}
+		serveHealth(ctx, lis)
+	}
 	return kf.run(ctx, *listen, *apiPort, func(ctx context.Context) error {
 		// Made once leading: nodes count as dead only a heartbeat
 		// timeout after this replica could first hear from them.
@@ -179,6 +188,22 @@ func runController(args []string, stderr io.Writer) error {
 		defer ctrl.Close()
 		return serveController(ctx, ctrl, *endpoint, net.JoinHostPort(*listen, strconv.Itoa(*apiPort)))
 	})
+}
+
+// serveHealth answers GET /healthz with 200 until ctx ends. It says only
+// that the process runs: a standby controller, which opens no CSI socket
+// until it leads, is as healthy as the leader.
+func serveHealth(ctx context.Context, lis net.Listener) {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		io.WriteString(w, "ok\n")
+	})
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	go srv.Serve(lis)
+	go func() {
+		<-ctx.Done()
+		srv.Close()
+	}()
 }
 
 // serveController serves the CSI services on endpoint and the internal
