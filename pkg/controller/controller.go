@@ -120,6 +120,7 @@ type Controller struct {
 	logged          map[replicaKey]bool
 	volumeLocks     map[string]*sync.Mutex
 	repairing       map[string]bool
+	creating        map[string]bool // volumes CreateVolume is provisioning
 }
 
 // New returns a Controller over opts.Store. It does not close the store.
@@ -139,6 +140,7 @@ func New(opts Options) *Controller {
 		logged:          map[replicaKey]bool{},
 		volumeLocks:     map[string]*sync.Mutex{},
 		repairing:       map[string]bool{},
+		creating:        map[string]bool{},
 	}
 }
 

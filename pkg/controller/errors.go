@@ -31,6 +31,8 @@ var (
 	// ErrInvalidReport means a replica report does not fit the volume:
 	// the replica is not in its layout, or is its primary.
 	ErrInvalidReport = errors.New("report does not fit the volume")
+	// ErrBusy means another call is working on the volume; retry later.
+	ErrBusy = errors.New("operation in progress")
 	// ErrEpochAhead means a report carries an epoch the controller never
 	// handed out.
 	ErrEpochAhead = errors.New("report epoch is newer than the volume record")

@@ -3,7 +3,9 @@ package controller
 import (
 	"cmp"
 	"fmt"
+	"maps"
 	"slices"
+	"strings"
 
 	"github.com/trireme-csi/trireme/pkg/api"
 )
@@ -55,8 +57,8 @@ func Place(candidates []Candidate, req Placement) ([]Candidate, error) {
 			ErrNoPlacement, req.Replicas, len(candidates))
 	}
 	if maxCapacity(candidates) < req.Size {
-		return nil, fmt.Errorf("%w: %d bytes, the largest node offers %d",
-			ErrCapacityOutOfRange, req.Size, maxCapacity(candidates))
+		return nil, fmt.Errorf("%w: %s asked, the largest node offers %s",
+			ErrCapacityOutOfRange, formatSize(req.Size), formatSize(maxCapacity(candidates)))
 	}
 	fit := withRoom(candidates, req.Size)
 	if len(fit) < req.Replicas {
@@ -66,8 +68,8 @@ func Place(candidates []Candidate, req Placement) ([]Candidate, error) {
 	sortByFree(fit)
 	primaries := filterRequisite(fit, req.Requisite)
 	if len(primaries) == 0 {
-		return nil, fmt.Errorf("%w: no node with room for %d bytes matches the requisite topology",
-			ErrNoPlacement, req.Size)
+		return nil, fmt.Errorf("%w: no live storage node with room for %s is in %s",
+			ErrNoPlacement, formatSize(req.Size), describeSegments(req.Requisite))
 	}
 	return spread(fit, primaries, req), nil
 }
@@ -174,4 +176,33 @@ func matches(topology, seg map[string]string) bool {
 		}
 	}
 	return true
+}
+
+// describeSegments names topology segments for an error message, e.g.
+// "topology.kubernetes.io/zone=zone-d or topology.kubernetes.io/zone=zone-e".
+func describeSegments(segs []map[string]string) string {
+	var parts []string
+	for _, seg := range segs {
+		var kv []string
+		for _, k := range slices.Sorted(maps.Keys(seg)) {
+			kv = append(kv, k+"="+seg[k])
+		}
+		parts = append(parts, strings.Join(kv, ","))
+	}
+	return strings.Join(parts, " or ")
+}
+
+// formatSize gives a byte count in the largest binary unit that keeps it
+// exact to a tenth, with the bytes when that unit is not bytes.
+func formatSize(n int64) string {
+	units := []string{"KiB", "MiB", "GiB", "TiB", "PiB"}
+	if n < 1024 {
+		return fmt.Sprintf("%d bytes", n)
+	}
+	v, u := float64(n)/1024, 0
+	for v >= 1024 && u < len(units)-1 {
+		v /= 1024
+		u++
+	}
+	return fmt.Sprintf("%.1f %s (%d bytes)", v, units[u], n)
 }

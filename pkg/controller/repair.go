@@ -166,6 +166,9 @@ func (h health) zoneHealthy(zone string) bool {
 func (c *Controller) repairVolume(ctx context.Context, v store.Volume) error {
 	unlock := c.lockVolume(v.ID)
 	defer unlock()
+	if c.isCreating(v.ID) {
+		return nil // CreateVolume makes its replicas and hands out its layout
+	}
 	h := c.health()
 	l := v.Layout
 	switch {

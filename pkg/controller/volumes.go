@@ -81,6 +81,7 @@ func (c *Controller) CreateVolume(ctx context.Context, req VolumeRequest) (store
 	if err != nil {
 		return store.Volume{}, err
 	}
+	defer c.created(v.ID)
 	if err := c.provision(ctx, v); err != nil {
 		c.rollback(v)
 		return store.Volume{}, err
@@ -109,6 +110,10 @@ func (c *Controller) existing(ctx context.Context, v store.Volume, req VolumeReq
 	// idempotent on the nodes. The epoch says nothing here: the repair
 	// loop may have changed the layout of a volume whose replicas were
 	// never made.
+	if !c.creatingNow(v.ID) {
+		return store.Volume{}, fmt.Errorf("volume %q (%s) is being created: %w", req.Name, v.ID, ErrBusy)
+	}
+	defer c.created(v.ID)
 	if err := c.provisionExisting(ctx, v); err != nil {
 		return store.Volume{}, err
 	}
@@ -132,8 +137,12 @@ func (c *Controller) newRecord(ctx context.Context, req VolumeRequest) (store.Vo
 		Layout:  c.firstLayout(id, req, placed),
 		Created: c.opts.Now(),
 	}
+	c.mu.Lock()
+	c.creating[id] = true // before the record exists: the repair loop leaves it alone
+	c.mu.Unlock()
 	v, err = c.store.CreateVolume(ctx, v)
 	if err != nil {
+		c.created(id)
 		return store.Volume{}, fmt.Errorf("create volume %q: %w", req.Name, err)
 	}
 	for _, n := range placed {
@@ -212,9 +221,43 @@ func (c *Controller) rollback(v store.Volume) {
 			klog.ErrorS(err, "Rolling back a failed create left a replica", "volume", v.ID, "node", node)
 		}
 	}
-	if err := c.store.DeleteVolume(ctx, v.ID, v.Revision); err != nil {
-		klog.ErrorS(err, "Rolling back a failed create left the record; DeleteVolume removes it", "volume", v.ID)
+	for {
+		err := c.store.DeleteVolume(ctx, v.ID, v.Revision)
+		if !errors.Is(err, store.ErrConflict) {
+			if err != nil && !errors.Is(err, store.ErrNotFound) {
+				klog.ErrorS(err, "Rolling back a failed create left the record; a repeated CreateVolume provisions it, DeleteVolume removes it", "volume", v.ID)
+			}
+			return
+		}
+		if v, err = c.store.GetVolume(ctx, v.ID); err != nil {
+			return
+		}
 	}
+}
+
+// creatingNow marks the volume as being provisioned by this process, so
+// that the repair loop leaves it alone, unless it is already.
+func (c *Controller) creatingNow(id string) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.creating[id] {
+		return false
+	}
+	c.creating[id] = true
+	return true
+}
+
+// created ends what creatingNow or newRecord began.
+func (c *Controller) created(id string) {
+	c.mu.Lock()
+	delete(c.creating, id)
+	c.mu.Unlock()
+}
+
+func (c *Controller) isCreating(id string) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.creating[id]
 }
 
 // DeleteVolume removes every replica of the volume and then its record.

@@ -27,6 +27,7 @@ var errorCodes = []struct {
 	{controller.ErrPublishedElsewhere, codes.FailedPrecondition},
 	{controller.ErrVolumeInUse, codes.FailedPrecondition},
 	{controller.ErrNodeUnavailable, codes.Unavailable},
+	{controller.ErrBusy, codes.Aborted},
 	{context.Canceled, codes.Canceled},
 	{context.DeadlineExceeded, codes.DeadlineExceeded},
 }

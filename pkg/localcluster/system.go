@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"slices"
 	"time"
 
@@ -60,6 +61,9 @@ func StartSystem(ctx context.Context, o SystemOptions) (*System, error) {
 		o.NodeCapacity = DefaultNodeCapacity
 	}
 	s := &System{Dir: o.Dir, NodeCapacity: o.NodeCapacity}
+	if err := os.MkdirAll(o.Dir, 0o700); err != nil {
+		return nil, err
+	}
 	if err := shareMounts(resolve(o.Dir)); err != nil {
 		return nil, err
 	}

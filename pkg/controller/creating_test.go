@@ -1,0 +1,75 @@
+package controller
+
+import (
+	"context"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+
+	apiv1 "github.com/trireme-csi/trireme/pkg/api/v1"
+	"github.com/trireme-csi/trireme/pkg/replication"
+	"github.com/trireme-csi/trireme/pkg/store"
+	"github.com/trireme-csi/trireme/pkg/store/bolt"
+)
+
+// While CreateVolume provisions a volume, the repair loop leaves it alone,
+// even with its primary's node dead: the create makes the replicas and
+// hands out the layout, or rolls back.
+func TestRepairLeavesAVolumeBeingCreatedAlone(t *testing.T) {
+	st, err := bolt.Open(filepath.Join(t.TempDir(), "db"), bolt.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	c := New(Options{Store: st, Now: func() time.Time { return now },
+		DialNode: func(string) (apiv1.NodeClient, error) { return okNode{}, nil }})
+	defer c.Close()
+	ctx := context.Background()
+	v, err := st.CreateVolume(ctx, store.Volume{ID: "vol-1", Name: "pvc-1", Size: 4096,
+		Layout: replication.Layout{VolumeID: "vol-1", Size: 4096, Epoch: 1, Primary: "a",
+			Replicas: []replication.ReplicaInfo{{NodeID: "a", State: replication.InSync}, {NodeID: "b", State: replication.InSync}}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	now = now.Add(time.Hour) // a never registered: past the grace, dead
+	if err := c.RegisterNode(ctx, Registration{NodeID: "b", DataAddress: "b:1", APIAddress: "b:2", NBDAddress: "b:3"}); err != nil {
+		t.Fatal(err)
+	}
+
+	c.creatingNow(v.ID)
+	if err := c.repairVolume(ctx, v); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := st.GetVolume(ctx, v.ID); got.Revision != v.Revision {
+		t.Fatalf("a repair changed a volume being created: revision %d, was %d", got.Revision, v.Revision)
+	}
+	if c.creatingNow(v.ID) {
+		t.Fatal("a second create of the same volume was let in")
+	}
+	c.created(v.ID)
+	// Once the create is over, the same pass fails the volume over to b.
+	if err := c.repairVolume(ctx, v); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := st.GetVolume(ctx, v.ID); got.Layout.Primary != "b" {
+		t.Fatalf("after the create, primary %s, want b", got.Layout.Primary)
+	}
+}
+
+// okNode answers the calls a repair makes.
+type okNode struct{ apiv1.NodeClient }
+
+func (okNode) SetLayout(context.Context, *apiv1.SetLayoutRequest, ...grpc.CallOption) (*apiv1.SetLayoutResponse, error) {
+	return &apiv1.SetLayoutResponse{}, nil
+}
+
+func (okNode) GetVolume(_ context.Context, req *apiv1.GetVolumeRequest, _ ...grpc.CallOption) (*apiv1.GetVolumeResponse, error) {
+	return &apiv1.GetVolumeResponse{Volume: &apiv1.Volume{VolumeId: req.GetVolumeId(), Epoch: 1}}, nil
+}
+
+func (okNode) ListVolumes(context.Context, *apiv1.ListVolumesRequest, ...grpc.CallOption) (*apiv1.ListVolumesResponse, error) {
+	return &apiv1.ListVolumesResponse{}, nil
+}
