@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -518,4 +519,30 @@ func killChild(t *testing.T) {
 	child.Process.Kill()
 	child.Wait()
 	child = nil
+}
+
+// The FUSE connection of an attached volume is not passed on to the
+// programs the process runs: one that outlived it would keep the
+// connection, and the loop device above it, alive.
+func TestFUSEDeviceIsClosedOnExec(t *testing.T) {
+	attachForIO(t, "vol-cloexec", unix.O_RDWR)
+	entries, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	found := 0
+	for _, e := range entries {
+		if target, err := os.Readlink("/proc/self/fd/" + e.Name()); err != nil || target != "/dev/fuse" {
+			continue
+		}
+		found++
+		fd, _ := strconv.Atoi(e.Name())
+		flags, err := unix.FcntlInt(uintptr(fd), unix.F_GETFD, 0)
+		if err != nil || flags&unix.FD_CLOEXEC == 0 {
+			t.Errorf("/dev/fuse descriptor %d has flags %#x (%v): not close-on-exec", fd, flags, err)
+		}
+	}
+	if found == 0 {
+		t.Fatal("no /dev/fuse descriptor open after attaching")
+	}
 }

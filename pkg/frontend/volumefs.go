@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
+	"strconv"
 	"sync"
 	"syscall"
 	"time"
@@ -245,12 +247,38 @@ func mountVolume(dir, volumeID string, file *volumeFile) (*fuse.Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("mount FUSE at %s: %w", dir, err)
 	}
+	closeFUSEOnExec()
 	go server.Serve()
 	if err := server.WaitMount(); err != nil {
 		unmountVolume(server, dir)
 		return nil, fmt.Errorf("mount FUSE at %s: %w", dir, err)
 	}
 	return server, nil
+}
+
+// closeFUSEOnExec marks every /dev/fuse descriptor of the process
+// close-on-exec. The FUSE library opens the device without the flag, so
+// every program the agent runs (mount, umount, losetup, mkfs) would
+// inherit the connection: one that outlives the agent keeps the FUSE
+// connection, and the loop device above it, alive and hung.
+func closeFUSEOnExec() {
+	entries, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		klog.ErrorS(err, "Listing file descriptors to mark /dev/fuse close-on-exec failed")
+		return
+	}
+	for _, e := range entries {
+		fd, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		if target, err := os.Readlink("/proc/self/fd/" + e.Name()); err != nil || target != "/dev/fuse" {
+			continue
+		}
+		if _, err := unix.FcntlInt(uintptr(fd), unix.F_SETFD, unix.FD_CLOEXEC); err != nil {
+			klog.ErrorS(err, "Marking /dev/fuse close-on-exec failed", "fd", fd)
+		}
+	}
 }
 
 // volumeFSOptions configures a volume mount. It calls mount(2) itself
