@@ -9,9 +9,15 @@ TOOLS     := $(CACHE)/bin
 PKGS      := ./...
 FUZZTIME  ?= 10m
 TEST_TIMEOUT ?= 30m
+# The chaos and end-to-end suites start many processes, network namespaces
+# and a control plane: they run on their own, one after the other, after
+# the other packages, so that no other test's mounts are copied into their
+# namespaces and their timing does not compete with the rest.
+SYSTEM_PKGS = ./test/e2e ./test/chaos
+UNIT_PKGS = $(shell $(GO) list ./... | grep -v -e /test/e2e -e /test/chaos)
 # The race detector runs on every package but those that only drive built
 # binaries.
-RACE_PKGS = $(shell $(GO) list ./... | grep -v -e /pkg/demo -e /pkg/localcluster -e /test/bench -e /test/e2e)
+RACE_PKGS = $(shell $(GO) list ./... | grep -v -e /pkg/demo -e /pkg/localcluster -e /test/bench -e /test/e2e -e /test/chaos)
 
 VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo devel)
 LDFLAGS   := -X main.version=$(VERSION)
@@ -55,7 +61,8 @@ tools:
 # tests that drive real NBD clients, fio, loop devices and mounts.
 test: deps tools
 	$(GO) vet $(PKGS)
-	$(GO) test -count=1 -timeout $(TEST_TIMEOUT) $(PKGS)
+	$(GO) test -count=1 -timeout $(TEST_TIMEOUT) $(UNIT_PKGS)
+	$(GO) test -count=1 -p 1 -timeout $(TEST_TIMEOUT) $(SYSTEM_PKGS)
 	$(GO) test -count=1 -race -timeout $(TEST_TIMEOUT) $(RACE_PKGS)
 
 # fuzz runs each fuzz target for FUZZTIME.
@@ -63,7 +70,8 @@ fuzz:
 	hack/fuzz.sh $(FUZZTIME)
 
 # demo runs the main job: a controller and six node agents in three zones
-# on this machine, one volume moved across zones through the CSI services.
+# on this machine; a pod's volume loses its primary's whole zone while it
+# writes, fails over, gets a replacement replica, and moves across zones.
 demo: deps build
 	$(BIN)/trireme local-cluster
 
