@@ -216,11 +216,34 @@ func (c *cluster) checkRedundant(ctx context.Context, vols []*volume) error {
 		if err == nil {
 			err = redundant(resp)
 		}
+		if err == nil {
+			err = c.serving(ctx, resp.GetLayout())
+		}
 		if err != nil {
 			errs = append(errs, fmt.Errorf("volume %s: %w", v.name, err))
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// serving checks that the record's primary serves the volume as primary:
+// a record can be whole while its primary, restarted, serves nothing.
+func (c *cluster) serving(ctx context.Context, l *apiv1.Layout) error {
+	n := c.node(l.GetPrimary())
+	if n == nil {
+		return fmt.Errorf("%w: primary %q is no node of the cluster", errNotRedundant, l.GetPrimary())
+	}
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	resp, err := n.client.GetVolume(ctx, &apiv1.GetVolumeRequest{VolumeId: l.GetVolumeId()})
+	if err != nil {
+		return fmt.Errorf("%w: primary %s: %v: %s", errNotRedundant, n.id, err, describeLayout(l))
+	}
+	if role := resp.GetVolume().GetRole(); role != apiv1.Role_ROLE_PRIMARY {
+		return fmt.Errorf("%w: the record's primary %s does not serve the volume (role %s, epoch %d): %s",
+			errNotRedundant, n.id, role, resp.GetVolume().GetEpoch(), describeLayout(l))
+	}
+	return nil
 }
 
 // describeLayout is a one-line summary: epoch, primary, replicas.
