@@ -16,7 +16,6 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/trireme-csi/trireme/pkg/api"
-	apiv1 "github.com/trireme-csi/trireme/pkg/api/v1"
 )
 
 // Fixed ports: every process has its own network namespace.
@@ -250,25 +249,6 @@ func (c *cluster) exitedProcesses() error {
 		}
 	}
 	return errors.Join(errs...)
-}
-
-// waitNodeReady waits until a node answers on its API.
-func (n *node) waitReady(ctx context.Context, timeout time.Duration) error {
-	ctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
-	for {
-		_, err := n.client.ListVolumes(ctx, &apiv1.ListVolumesRequest{})
-		if err == nil {
-			return nil
-		}
-		select {
-		case <-n.exited():
-			return fmt.Errorf("%s exited (see %s)", n.id, n.logPath)
-		case <-ctx.Done():
-			return fmt.Errorf("%s not ready after %s: %w", n.id, timeout, err)
-		case <-time.After(50 * time.Millisecond):
-		}
-	}
 }
 
 // destroy kills every process, closes the clients and removes the

@@ -95,13 +95,6 @@ func (p *proc) signal(sig syscall.Signal) {
 	}
 }
 
-// exited is closed when the current process ends.
-func (p *proc) exited() <-chan struct{} {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.done
-}
-
 func closed(c chan struct{}) bool {
 	if c == nil {
 		return true
