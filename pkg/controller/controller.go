@@ -114,7 +114,7 @@ type Controller struct {
 	ready   map[string]bool // volumes fully provisioned by this process
 
 	// Repair state, in memory only: a new leader starts afresh.
-	confirmedEpochs map[string]uint64 // epoch each volume's primary acknowledged
+	confirmedEpochs map[string]confirmation // layout each volume's primary acknowledged
 	faultedAt       map[replicaKey]time.Time
 	resumedAt       map[replicaKey]time.Time
 	logged          map[replicaKey]bool
@@ -134,7 +134,7 @@ func New(opts Options) *Controller {
 		clients: map[string]apiv1.NodeClient{},
 		ready:   map[string]bool{},
 
-		confirmedEpochs: map[string]uint64{},
+		confirmedEpochs: map[string]confirmation{},
 		faultedAt:       map[replicaKey]time.Time{},
 		resumedAt:       map[replicaKey]time.Time{},
 		logged:          map[replicaKey]bool{},

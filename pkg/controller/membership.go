@@ -65,6 +65,7 @@ func (c *Controller) RegisterNode(ctx context.Context, r Registration) error {
 	c.members.mu.Lock()
 	c.members.nodes[r.NodeID] = &NodeStatus{Registration: r, LastHeartbeat: now}
 	c.members.mu.Unlock()
+	c.unconfirm(r.NodeID)
 	klog.InfoS("Node registered", "node", r.NodeID, "zone", r.Zone, "api", r.APIAddress,
 		"data", r.DataAddress, "capacity", r.CapacityBytes, "free", r.FreeBytes)
 	go c.resendLayouts(r.NodeID)

@@ -304,7 +304,7 @@ func (c *Controller) confirm(ctx context.Context, l replication.Layout) error {
 		return err
 	}
 	c.mu.Lock()
-	c.confirmedEpochs[l.VolumeID] = l.Epoch
+	c.confirmedEpochs[l.VolumeID] = confirmation{epoch: l.Epoch, primary: l.Primary}
 	c.mu.Unlock()
 	c.pushLayout(l)
 	return nil
@@ -313,7 +313,27 @@ func (c *Controller) confirm(ctx context.Context, l replication.Layout) error {
 func (c *Controller) confirmed(volumeID string) uint64 {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return c.confirmedEpochs[volumeID]
+	return c.confirmedEpochs[volumeID].epoch
+}
+
+// confirmation is the layout epoch a volume's primary acknowledged, and
+// which node that was.
+type confirmation struct {
+	epoch   uint64
+	primary string
+}
+
+// unconfirm forgets what a node acknowledged as primary: a node that
+// registers may have restarted and lost every layout, so the repair loop
+// sends them again (and again, until the node's API answers).
+func (c *Controller) unconfirm(nodeID string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for id, cf := range c.confirmedEpochs {
+		if cf.primary == nodeID {
+			delete(c.confirmedEpochs, id)
+		}
+	}
 }
 
 // faultDead takes every replica whose node is dead out of the write path

@@ -223,3 +223,25 @@ func TestRepeatedCreateMakesReplicasAnInterruptedCreateLeftOut(t *testing.T) {
 		t.Errorf("primary holds layout %+v, want epoch 3", l)
 	}
 }
+
+// A primary's agent that restarts before it is declared dead registers
+// again and has lost its layouts; if the resend at registration fails (its
+// API not answering yet), the repair loop sends the layout again.
+func TestRestartedPrimaryGetsItsLayoutAgain(t *testing.T) {
+	e := controllertest.New(t, controllertest.SixNodes)
+	v := mustCreate(t, e, "pvc-1")
+	all := []string{"a1", "a2", "b1", "b2", "c1", "c2"}
+	pass(t, e, all...)
+	addr := controllertest.APIAddress(v.Layout.Primary)
+	e.Nodes.SetDown(addr, true) // the restarted agent's API does not answer yet
+	e.Nodes.Restart(addr)
+	if err := e.C.RegisterNode(ctx, controllertest.Registration("a1", "zone-a", 10*controllertest.GiB)); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(50 * time.Millisecond) // let the failing resend go by
+	e.Nodes.SetDown(addr, false)
+	pass(t, e, all...)
+	if l, ok := e.Nodes.Layout(addr, v.ID); !ok || l.Epoch != v.Layout.Epoch {
+		t.Fatalf("restarted primary holds layout %+v (%v), want epoch %d", l, ok, v.Layout.Epoch)
+	}
+}
