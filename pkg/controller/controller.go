@@ -121,6 +121,7 @@ type Controller struct {
 	volumeLocks     map[string]*sync.Mutex
 	repairing       map[string]bool
 	creating        map[string]bool // volumes CreateVolume is provisioning
+	avoidUntil      map[string]time.Time
 }
 
 // New returns a Controller over opts.Store. It does not close the store.
@@ -141,6 +142,7 @@ func New(opts Options) *Controller {
 		volumeLocks:     map[string]*sync.Mutex{},
 		repairing:       map[string]bool{},
 		creating:        map[string]bool{},
+		avoidUntil:      map[string]time.Time{},
 	}
 }
 

@@ -472,7 +472,7 @@ func (c *Controller) placeOne(v store.Volume, h health, unusedOnly bool) (Candid
 	use := zoneUse(v, h)
 	var fit []Candidate
 	for _, n := range c.candidates() {
-		if replicaOf(&v.Layout, n.NodeID) == nil && n.Free >= v.Size {
+		if replicaOf(&v.Layout, n.NodeID) == nil && n.Free >= v.Size && !c.avoided(n.NodeID) {
 			fit = append(fit, n)
 		}
 	}
@@ -540,6 +540,7 @@ func (c *Controller) addReplica(ctx context.Context, v store.Volume, h health, w
 	c.reserve(n.NodeID, v.Size)
 	if err := c.createReplica(ctx, n.NodeID, v.ID, v.Size); err != nil {
 		klog.InfoS("Creating a new replica failed; removing it again", "volume", v.ID, "node", n.NodeID, "err", err)
+		c.avoid(n.NodeID)
 		_, rerr := c.removeReplica(ctx, v.ID, n.NodeID, false)
 		return errors.Join(err, rerr)
 	}
@@ -643,6 +644,24 @@ func firstReplica(l replication.Layout, pred func(replication.ReplicaInfo) bool)
 		}
 	}
 	return nil
+}
+
+// avoidPlacement is how long a node that failed to create a replica gets
+// no new one: it heartbeats but does not answer (it is restarting, or cut
+// off from the controller's calls), and placing there again at once would
+// only add and remove the replica every pass.
+const avoidPlacement = 5 * time.Second
+
+func (c *Controller) avoid(nodeID string) {
+	c.mu.Lock()
+	c.avoidUntil[nodeID] = c.opts.Now().Add(avoidPlacement)
+	c.mu.Unlock()
+}
+
+func (c *Controller) avoided(nodeID string) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.opts.Now().Before(c.avoidUntil[nodeID])
 }
 
 // lockVolume serializes repairs of one volume.

@@ -245,3 +245,27 @@ func TestRestartedPrimaryGetsItsLayoutAgain(t *testing.T) {
 		t.Fatalf("restarted primary holds layout %+v (%v), want epoch %d", l, ok, v.Layout.Epoch)
 	}
 }
+
+// A node that heartbeats but refuses to create a replica is not chosen
+// again at once: the replacement goes elsewhere on the next pass.
+func TestReplacementAvoidsANodeThatFailedToCreate(t *testing.T) {
+	e := controllertest.New(t, controllertest.SixNodes)
+	v := mustCreate(t, e, "pvc-1")
+	rest := []string{"a1", "a2", "b1", "b2", "c2"}
+	pass(t, e, rest...) // c1 dead: faulted
+	e.Nodes.SetDown(controllertest.APIAddress("c2"), true)
+	pass(t, e, rest...) // the replacement on c2 fails and is removed
+	got := record(t, e, v.ID)
+	if _, ok := states(got.Layout)["c2"]; ok {
+		t.Fatalf("c2 stayed in the layout after its create failed: %v", states(got.Layout))
+	}
+	pass(t, e, rest...)
+	got = record(t, e, v.ID)
+	st := states(got.Layout)
+	if _, ok := st["c2"]; ok {
+		t.Fatalf("c2 was chosen again right after failing: %v", st)
+	}
+	if st["a2"] != replication.Syncing && st["b2"] != replication.Syncing {
+		t.Fatalf("no replacement elsewhere: %v", st)
+	}
+}
