@@ -142,7 +142,7 @@ func TestWritesWaitBelowMinInSyncThenFail(t *testing.T) {
 	l.MinInSync = 2
 	ctl := newTestController(l)
 	p := startPrimary(t, ra, l, PrimaryOptions{NodeID: "a", Reporter: ctl,
-		AckTimeout: 300 * time.Millisecond, DegradedTimeout: 700 * time.Millisecond})
+		AckTimeout: 300 * time.Millisecond, DegradedTimeout: 2 * time.Second})
 	ctx := context.Background()
 	must(t, p.WriteAt(ctx, []byte("two copies"), 0, false))
 
@@ -152,7 +152,7 @@ func TestWritesWaitBelowMinInSyncThenFail(t *testing.T) {
 	if !errors.Is(err, ErrDegraded) {
 		t.Fatalf("write with one copy of a minimum of two: %v, want ErrDegraded", err)
 	}
-	if waited := time.Since(start); waited < 700*time.Millisecond {
+	if waited := time.Since(start); waited < 2*time.Second {
 		t.Fatalf("write failed after %s, before DegradedTimeout", waited)
 	}
 	if stateOf(p.Layout(), "b") != Faulted {
