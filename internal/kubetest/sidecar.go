@@ -6,7 +6,7 @@ import "testing"
 // the kubeconfig: one instance, no leader election, quick retries so a
 // test does not wait out production backoffs, and verbose logs.
 var sidecarArgs = map[string][]string{
-	CSIProvisioner: {"--extra-create-metadata", "--retry-interval-start=500ms", "--retry-interval-max=5s"},
+	CSIProvisioner: {"--extra-create-metadata", "--strict-topology", "--retry-interval-start=500ms", "--retry-interval-max=5s"},
 	CSIAttacher:    {"--retry-interval-start=500ms", "--retry-interval-max=5s"},
 	CSIResizer:     {"--retry-interval-start=500ms", "--retry-interval-max=5s"},
 }
