@@ -180,18 +180,7 @@ func (c *Controller) isLive(nodeID string) bool {
 // StartupGrace of this process's start (after a controller restart or a
 // change of leader, nodes need a moment to find it).
 func (c *Controller) knownDead(nodeID string) bool {
-	c.members.mu.Lock()
-	n, seen := c.members.nodes[nodeID]
-	var last time.Time
-	if seen {
-		last = n.LastHeartbeat
-	}
-	c.members.mu.Unlock()
-	now := c.opts.Now()
-	if seen {
-		return now.Sub(last) > c.opts.HeartbeatTimeout
-	}
-	return now.Sub(c.started) > c.opts.StartupGrace
+	return c.health().dead(nodeID)
 }
 
 // KnownDead says whether the node has stopped heartbeating, past the

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"strconv"
 	"sync"
@@ -496,19 +497,11 @@ func (c *Controller) unevenZones(v store.Volume, h health) bool {
 			return false
 		}
 	}
-	if !slices.ContainsFunc(mapsValues(zoneUse(v, h)), func(n int) bool { return n > 1 }) {
+	if !slices.ContainsFunc(slices.Collect(maps.Values(zoneUse(v, h))), func(n int) bool { return n > 1 }) {
 		return false
 	}
 	_, ok := c.placeOne(v, h, true)
 	return ok
-}
-
-func mapsValues(m map[string]int) []int {
-	out := make([]int, 0, len(m))
-	for _, v := range m {
-		out = append(out, v)
-	}
-	return out
 }
 
 // addReplica places a new Syncing replica: the record first, so that a
