@@ -30,6 +30,11 @@ const (
 	resumeBackoff = 3 * time.Second
 	// repairWorkers bounds the volumes repaired at once.
 	repairWorkers = 32
+	// collectEvery spaces the garbage collections of a store that
+	// implements store.Collector, and collectAge is how old an object
+	// must be to be judged.
+	collectEvery = 30 * time.Second
+	collectAge   = time.Minute
 )
 
 // errNoChange stops a layout change whose reason went away when the
@@ -62,6 +67,7 @@ func (c *Controller) Run(ctx context.Context) {
 	defer t.Stop()
 	klog.InfoS("Repairing volumes", "interval", c.opts.RepairInterval, "heartbeatTimeout", c.opts.HeartbeatTimeout,
 		"resumeWindow", c.opts.ResumeWindow)
+	var lastCollect time.Time
 	for {
 		select {
 		case <-ctx.Done():
@@ -69,6 +75,12 @@ func (c *Controller) Run(ctx context.Context) {
 		case <-t.C:
 		}
 		c.repairPass(ctx, false)
+		if col, ok := c.store.(store.Collector); ok && time.Since(lastCollect) >= collectEvery {
+			lastCollect = time.Now()
+			if _, err := col.CollectGarbage(ctx, collectAge); err != nil && ctx.Err() == nil {
+				klog.InfoS("Collecting objects left by interrupted creates failed; will retry", "err", err)
+			}
+		}
 	}
 }
 

@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"errors"
+	"time"
 )
 
 // Errors that every backend returns, wrapped with context. Callers compare
@@ -93,6 +94,14 @@ type Store interface {
 
 	// Close releases the store. Methods called after Close fail.
 	Close() error
+}
+
+// Collector is implemented by a backend whose interrupted creates and
+// deletes can leave objects behind that no read sees. The controller
+// calls CollectGarbage now and then; it deletes such objects once they
+// are older than minAge, and returns how many it deleted.
+type Collector interface {
+	CollectGarbage(ctx context.Context, minAge time.Duration) (int, error)
 }
 
 // ListOptions selects one page of ListVolumes.

@@ -8,6 +8,7 @@ import (
 	"sync"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 )
@@ -63,7 +64,9 @@ func (m *memory) create(ctx context.Context, gvr schema.GroupVersionResource, u 
 	if u.GetResourceVersion() != "" {
 		return nil, apierrors.NewBadRequest("resourceVersion should not be set on objects to be created")
 	}
-	out := m.store(gvr, u)
+	c := u.DeepCopy()
+	c.SetCreationTimestamp(metav1.Now())
+	out := m.store(gvr, c)
 	if after != nil {
 		return nil, after
 	}

@@ -11,14 +11,19 @@
 // which is what makes the name claim atomic. CSI names are up to 128 bytes
 // of any UTF-8, so the object names come from objectName.
 //
-// CreateVolume creates the TriremeVolume first, then the claim; the claim
-// is the moment the volume comes to exist. A TriremeVolume counts only
-// while the claim of its name names its id, so every read of a volume
-// reads both objects. DeleteVolume deletes the TriremeVolume first, then
-// the claim, so a claim whose volume is missing is always left over from a
-// delete, and the next CreateVolume of the name takes it over with a
-// compare-and-swap. A crash between the two creates leaves a TriremeVolume
-// no claim names: reads ignore it.
+// CreateVolume claims the name first, then creates the TriremeVolume,
+// then reads the claim again: the volume exists once both objects do and
+// the claim still names it. A TriremeVolume counts only while the claim
+// of its name names its id, so every read of a volume reads both objects.
+// A claim whose volume is missing is left from an interrupted create or
+// delete (DeleteVolume deletes the TriremeVolume first, then the claim),
+// and the next CreateVolume of the name takes it over with a
+// compare-and-swap; a create that finds its claim taken over when it
+// reads it again deletes its TriremeVolume and reports ErrExists. So a
+// crash at any point leaves at most a claim that names a missing volume
+// (reads ignore it, the next create takes it), or, if a create is stopped
+// between its two last steps after a takeover, a TriremeVolume that can
+// never count again. CollectGarbage deletes both kinds.
 //
 // Compare-and-swap: the store's Revision (1 on create, one more per
 // write) is kept in spec.revision. A write reads the object, compares the

@@ -2,11 +2,13 @@ package kube
 
 import (
 	"errors"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 
 	"github.com/trireme-csi/trireme/pkg/replication"
@@ -93,17 +95,17 @@ func failOn(m *memory, op string, gvr schema.GroupVersionResource, after bool) {
 	}
 }
 
-// TestCreateCrashBeforeClaim: a create that stored the volume but not the
-// claim leaves nothing a read sees, and the name free.
-func TestCreateCrashBeforeClaim(t *testing.T) {
+// TestCreateCrashBeforeVolume: a create that claimed the name but did not
+// store the volume leaves nothing a read sees, and the name free.
+func TestCreateCrashBeforeVolume(t *testing.T) {
 	m := newMemory()
 	s := &Store{res: m}
-	failOn(m, "create", NameResource, false)
+	failOn(m, "create", VolumeResource, false)
 	if _, err := s.CreateVolume(t.Context(), testVolume("vol-1", "pvc-1")); !errors.Is(err, errLost) {
 		t.Fatalf("CreateVolume: error %v, want %v", err, errLost)
 	}
-	if _, err := s.GetVolume(t.Context(), "vol-1"); !errors.Is(err, store.ErrNotFound) {
-		t.Errorf("GetVolume of the unclaimed volume: error %v, want %v", err, store.ErrNotFound)
+	if _, err := s.GetVolumeByName(t.Context(), "pvc-1"); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("GetVolumeByName of the half-made volume: error %v, want %v", err, store.ErrNotFound)
 	}
 	if page, err := s.ListVolumes(t.Context(), store.ListOptions{}); err != nil || len(page.Volumes) != 0 {
 		t.Errorf("ListVolumes = %v, %v; want no volume", page.Volumes, err)
@@ -111,21 +113,120 @@ func TestCreateCrashBeforeClaim(t *testing.T) {
 	if _, err := s.CreateVolume(t.Context(), testVolume("vol-2", "pvc-1")); err != nil {
 		t.Errorf("CreateVolume of the name again: %v", err)
 	}
+	if got := objectNames(t, m, VolumeResource); !slices.Equal(got, []string{"vol-2"}) {
+		t.Errorf("TriremeVolumes %v, want [vol-2]", got)
+	}
 }
 
-// TestCreateClaimAnswerLost: a claim made whose answer was lost leaves a
-// volume that a retry finds by name.
-func TestCreateClaimAnswerLost(t *testing.T) {
+// TestCreateAnswerLost: a volume stored whose answer was lost is found by
+// name on a retry; so is one whose claim's answer was lost.
+func TestCreateAnswerLost(t *testing.T) {
+	for _, gvr := range []schema.GroupVersionResource{NameResource, VolumeResource} {
+		t.Run(gvr.Resource, func(t *testing.T) {
+			m := newMemory()
+			s := &Store{res: m}
+			failOn(m, "create", gvr, true)
+			_, err := s.CreateVolume(t.Context(), testVolume("vol-1", "pvc-1"))
+			if !errors.Is(err, errLost) {
+				t.Fatalf("CreateVolume: error %v, want %v", err, errLost)
+			}
+			got, err := s.GetVolumeByName(t.Context(), "pvc-1")
+			if gvr == NameResource {
+				// The claim was made, the volume never stored: a retry
+				// with a new id takes the claim over.
+				if !errors.Is(err, store.ErrNotFound) {
+					t.Fatalf("GetVolumeByName: %v, want %v", err, store.ErrNotFound)
+				}
+				if got, err = s.CreateVolume(t.Context(), testVolume("vol-2", "pvc-1")); err != nil || got.ID != "vol-2" {
+					t.Fatalf("CreateVolume again = %s, %v; want vol-2", got.ID, err)
+				}
+				return
+			}
+			if err != nil || got.ID != "vol-1" || got.Revision != 1 {
+				t.Errorf("GetVolumeByName = %s at %d, %v; want vol-1 at 1", got.ID, got.Revision, err)
+			}
+		})
+	}
+}
+
+// TestCreateLosesTheClaimMidway: a create whose claim is taken over
+// before its volume is stored (the claim named a missing volume then)
+// deletes its volume and reports ErrExists; the name belongs to the other.
+func TestCreateLosesTheClaimMidway(t *testing.T) {
 	m := newMemory()
 	s := &Store{res: m}
-	failOn(m, "create", NameResource, true)
-	if _, err := s.CreateVolume(t.Context(), testVolume("vol-1", "pvc-1")); !errors.Is(err, errLost) {
-		t.Fatalf("CreateVolume: error %v, want %v", err, errLost)
+	nested := false
+	m.fail = func(op string, gvr schema.GroupVersionResource, name string) (error, error) {
+		if op == "create" && gvr == VolumeResource && name == "vol-1" && !nested {
+			nested = true
+			if _, err := s.CreateVolume(t.Context(), testVolume("vol-2", "pvc-1")); err != nil {
+				t.Errorf("concurrent CreateVolume: %v", err)
+			}
+		}
+		return nil, nil
 	}
-	got, err := s.GetVolumeByName(t.Context(), "pvc-1")
-	if err != nil || got.ID != "vol-1" || got.Revision != 1 {
-		t.Errorf("GetVolumeByName = %s at %d, %v; want vol-1 at 1", got.ID, got.Revision, err)
+	if _, err := s.CreateVolume(t.Context(), testVolume("vol-1", "pvc-1")); !errors.Is(err, store.ErrExists) {
+		t.Fatalf("CreateVolume that lost its claim: error %v, want %v", err, store.ErrExists)
 	}
+	if got, err := s.GetVolumeByName(t.Context(), "pvc-1"); err != nil || got.ID != "vol-2" {
+		t.Errorf("GetVolumeByName = %s, %v; want vol-2", got.ID, err)
+	}
+	if got := objectNames(t, m, VolumeResource); !slices.Equal(got, []string{"vol-2"}) {
+		t.Errorf("TriremeVolumes %v, want [vol-2]", got)
+	}
+}
+
+// TestCollectGarbage: a volume no claim names and a claim whose volume is
+// missing are deleted once old enough; live volumes are kept.
+func TestCollectGarbage(t *testing.T) {
+	m := newMemory()
+	s := &Store{res: m}
+	ctx := t.Context()
+	for _, v := range []store.Volume{testVolume("vol-live", "pvc-live"), testVolume("vol-lost", "pvc-lost")} {
+		if _, err := s.CreateVolume(ctx, v); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// vol-lost's claim points elsewhere, as a crash after a takeover
+	// leaves it; pvc-half's claim names a volume never stored.
+	claim, _ := m.get(ctx, NameResource, "pvc-lost")
+	unstructured.SetNestedField(claim.Object, "vol-gone", "spec", "volumeID")
+	if _, err := m.update(ctx, NameResource, claim); err != nil {
+		t.Fatal(err)
+	}
+	failOn(m, "create", VolumeResource, false)
+	if _, err := s.CreateVolume(ctx, testVolume("vol-half", "pvc-half")); !errors.Is(err, errLost) {
+		t.Fatalf("CreateVolume: %v, want %v", err, errLost)
+	}
+
+	if n, err := s.CollectGarbage(ctx, time.Hour); err != nil || n != 0 {
+		t.Errorf("CollectGarbage of young objects = %d, %v; want 0", n, err)
+	}
+	if n, err := s.CollectGarbage(ctx, 0); err != nil || n != 3 {
+		t.Errorf("CollectGarbage = %d, %v; want 3", n, err)
+	}
+	if got := objectNames(t, m, VolumeResource); !slices.Equal(got, []string{"vol-live"}) {
+		t.Errorf("TriremeVolumes %v, want [vol-live]", got)
+	}
+	if got := objectNames(t, m, NameResource); !slices.Equal(got, []string{"pvc-live"}) {
+		t.Errorf("claims %v, want [pvc-live]", got)
+	}
+	if _, err := s.GetVolume(ctx, "vol-live"); err != nil {
+		t.Errorf("GetVolume of the live volume: %v", err)
+	}
+}
+
+func objectNames(t *testing.T, m *memory, gvr schema.GroupVersionResource) []string {
+	t.Helper()
+	objs, err := m.list(t.Context(), gvr, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, o := range objs {
+		names = append(names, o.GetName())
+	}
+	return names
 }
 
 // TestDeleteCrashBeforeReleasingName: a delete that removed the volume but

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"time"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
@@ -14,8 +15,8 @@ import (
 	"github.com/trireme-csi/trireme/pkg/store"
 )
 
-// CreateVolume implements store.Store. It creates the TriremeVolume, then
-// claims the name; see the package comment.
+// CreateVolume implements store.Store. It claims the name, then creates
+// the TriremeVolume; see the package comment.
 func (s *Store) CreateVolume(ctx context.Context, v store.Volume) (store.Volume, error) {
 	out, err := s.createVolume(ctx, v)
 	if err != nil {
@@ -40,29 +41,35 @@ func (s *Store) createVolume(ctx context.Context, v store.Volume) (store.Volume,
 	if err != nil {
 		return store.Volume{}, err
 	}
+	if err := s.claimName(ctx, v.Name, v.ID); err != nil {
+		return store.Volume{}, err
+	}
+	// From here until the TriremeVolume exists, the claim names a missing
+	// volume, and a concurrent create of the name may take it over.
 	created, err := s.res.create(ctx, VolumeResource, u)
 	if apierrors.IsAlreadyExists(err) {
+		s.releaseName(ctx, v.Name, v.ID)
 		return store.Volume{}, fmt.Errorf("%w: id is taken", store.ErrExists)
 	}
 	if err != nil {
+		// The object may have been created all the same (a timeout after
+		// the server acted): then the volume exists, and a retried create
+		// finds it by name. If not, the next create takes the claim over.
 		return store.Volume{}, storeErr(err)
 	}
-	if err := s.claimName(ctx, v.Name, v.ID); err != nil {
-		if errors.Is(err, store.ErrExists) {
-			s.dropUnclaimed(created)
-		}
-		return store.Volume{}, err
+	owner, err := s.claimOwner(ctx, v.Name)
+	switch {
+	case err == nil && owner == v.ID:
+		return s.decodeVolume(created, v.ID)
+	case err == nil, errors.Is(err, store.ErrNotFound):
+		s.dropUnclaimed(created)
+		return store.Volume{}, fmt.Errorf("%w: a concurrent create took the name over", store.ErrExists)
 	}
-	return s.decodeVolume(created, v.ID)
+	return store.Volume{}, err
 }
 
 // claimName makes the claim of name point at id, if no volume holds the
-// name. A claim whose volume is gone is taken over.
-//
-// If the claim cannot be written for another reason, the TriremeVolume is
-// left: the claim may have been made all the same (a timeout after the
-// server acted), and then the volume exists and a retried create finds it
-// by name.
+// name. A claim whose volume is missing is taken over.
 func (s *Store) claimName(ctx context.Context, name, id string) error {
 	obj := nameObject{Spec: nameSpec{Name: name, VolumeID: id}}
 	for {
@@ -70,6 +77,7 @@ func (s *Store) claimName(ctx context.Context, name, id string) error {
 		if err != nil {
 			return err
 		}
+		stampClaim(u)
 		_, err = s.res.create(ctx, NameResource, u)
 		if !apierrors.IsAlreadyExists(err) {
 			return storeErr(err)
@@ -86,6 +94,19 @@ func (s *Store) claimName(ctx context.Context, name, id string) error {
 			return err
 		}
 	}
+}
+
+// claimedAtAnnotation on a claim holds when it last changed hands, so
+// that CollectGarbage leaves young claims alone.
+const claimedAtAnnotation = Group + "/claimed-at"
+
+func stampClaim(u *unstructured.Unstructured) {
+	a := u.GetAnnotations()
+	if a == nil {
+		a = map[string]string{}
+	}
+	a[claimedAtAnnotation] = time.Now().UTC().Format(time.RFC3339Nano)
+	u.SetAnnotations(a)
 }
 
 // takeOver points a claim at id if the volume it names is gone. It
@@ -115,10 +136,11 @@ func (s *Store) takeOver(ctx context.Context, claim *unstructured.Unstructured, 
 	if err != nil {
 		return false, err
 	}
+	stampClaim(u)
 	_, err = s.res.update(ctx, NameResource, u)
 	switch {
 	case err == nil:
-		klog.V(2).InfoS("Took over the name claim of a deleted volume", "name", name, "volume", id, "previous", holder.ID)
+		klog.V(2).InfoS("Took over the name claim of a missing volume", "name", name, "volume", id, "previous", c.Spec.VolumeID)
 		return true, nil
 	case apierrors.IsConflict(err), apierrors.IsNotFound(err):
 		return false, nil
@@ -127,7 +149,7 @@ func (s *Store) takeOver(ctx context.Context, claim *unstructured.Unstructured, 
 }
 
 // dropUnclaimed deletes a TriremeVolume that lost the race for its name.
-// Failing leaves an object no read sees.
+// Failing leaves an object no read sees, which CollectGarbage deletes.
 func (s *Store) dropUnclaimed(u *unstructured.Unstructured) {
 	ctx, cancel := context.WithTimeout(context.Background(), cleanupTimeout)
 	defer cancel()
