@@ -44,7 +44,10 @@ type conn struct {
 	noZeroes bool
 	name     string
 	export   Export
-	size     uint64
+	// size is the export's size as the transmit loop last read it: set
+	// by negotiation, then refreshed before each request is checked,
+	// by the transmit loop only.
+	size uint64
 
 	wmu      sync.Mutex  // guards the reply batch below
 	replies  net.Buffers // replies waiting to be written

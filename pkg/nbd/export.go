@@ -10,8 +10,11 @@ import "context"
 // for concurrent use: the server issues many requests at once. Offsets and
 // lengths passed in are already checked against Size.
 type Export interface {
-	// Size returns the export size in bytes. It does not change while a
-	// client is connected.
+	// Size returns the export size in bytes. The size may grow while
+	// clients are connected (online expansion), never shrink. The server
+	// reads it before checking each request, from many connections at
+	// once, so it must be cheap (an atomic load, no I/O) and safe for
+	// concurrent use.
 	Size() int64
 	// ReadAt fills p from offset off.
 	ReadAt(ctx context.Context, p []byte, off int64) error

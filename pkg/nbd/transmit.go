@@ -53,6 +53,9 @@ func (c *conn) dispatch(req request) error {
 		}
 		return fmt.Errorf("%w: length %d", errWriteTooLarge, req.length)
 	}
+	// An export may grow while clients are connected (online volume
+	// expansion): each request is checked against its size now.
+	c.size = exportSize(c.export)
 	if errno := checkRequest(req, c.size); errno != 0 {
 		return c.refuse(req, errno)
 	}
