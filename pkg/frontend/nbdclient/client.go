@@ -22,6 +22,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"k8s.io/klog/v2"
@@ -113,7 +114,8 @@ func (o Options) withDefaults() Options {
 // It is safe for concurrent use. Its methods match nbd.Export.
 type Client struct {
 	opts   Options
-	info   exportInfo // from the first connection; fixed afterwards
+	info   exportInfo   // from the first connection; fixed afterwards
+	size   atomic.Int64 // info.size, raised by RefreshSize
 	ctx    context.Context
 	cancel context.CancelCauseFunc
 	wg     sync.WaitGroup // the reconnecting goroutine
@@ -142,6 +144,7 @@ func Dial(ctx context.Context, opts Options) (*Client, error) {
 		return nil, fmt.Errorf("nbd connect to export %q: %w", opts.ExportName, err)
 	}
 	c.info = s.info
+	c.size.Store(int64(s.info.size))
 	c.install(s)
 	c.wg.Add(1)
 	go c.watchStalls()
@@ -182,8 +185,9 @@ func (c *Client) watchStalls() {
 	}
 }
 
-// Size returns the export size in bytes, as first negotiated.
-func (c *Client) Size() int64 { return int64(c.info.size) }
+// Size returns the export size in bytes: as first negotiated, or as
+// RefreshSize last found it. It never decreases.
+func (c *Client) Size() int64 { return c.size.Load() }
 
 // ReadOnly reports whether the server refuses writes.
 func (c *Client) ReadOnly() bool { return c.info.has(nbdwire.TflagReadOnly) }

@@ -89,8 +89,8 @@ func (c *Client) negotiate(ctx context.Context, nc net.Conn, addr string) (*sess
 	if err != nil {
 		return nil, err
 	}
-	if info.size < c.info.size {
-		return nil, fmt.Errorf("%w: %d bytes, was %d", ErrSizeChanged, info.size, c.info.size)
+	if size := c.Size(); int64(info.size) < size {
+		return nil, fmt.Errorf("%w: %d bytes, was %d", ErrSizeChanged, info.size, size)
 	}
 	if !stop() {
 		return nil, context.Cause(ctx)
