@@ -15,6 +15,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 
 	"golang.org/x/sys/unix"
 )
@@ -32,6 +33,8 @@ var (
 	ErrOutOfRange = errors.New("access beyond end of volume")
 	// ErrExists means Create found a replica of another volume or size.
 	ErrExists = errors.New("replica exists with different identity")
+	// ErrShrink means Grow was asked for a smaller size.
+	ErrShrink = errors.New("a replica cannot shrink")
 	// ErrNotFound means Open found no replica in the directory.
 	ErrNotFound = errors.New("replica not found")
 )
@@ -43,7 +46,7 @@ var (
 type Replica struct {
 	dir  string
 	file *os.File
-	size int64
+	size atomic.Int64 // the bytes accesses may reach; grows, never shrinks
 
 	mu   sync.RWMutex // guards meta; held shared by Apply, exclusive to change meta
 	meta Meta
@@ -57,10 +60,10 @@ func Create(dir, volumeID string, size int64) (*Replica, error) {
 	}
 	r, err := Open(dir)
 	if err == nil {
-		if r.meta.VolumeID != volumeID || r.size != size {
+		if r.meta.VolumeID != volumeID || r.Size() != size {
 			r.Close()
 			return nil, fmt.Errorf("create replica %s in %s: %w (volume %s, size %d)",
-				volumeID, dir, ErrExists, r.meta.VolumeID, r.size)
+				volumeID, dir, ErrExists, r.meta.VolumeID, r.Size())
 		}
 		return r, nil
 	}
@@ -92,7 +95,13 @@ func create(dir string, m Meta) (*Replica, error) {
 		f.Close()
 		return nil, fmt.Errorf("create replica %s: write metadata: %w", m.VolumeID, err)
 	}
-	return &Replica{dir: dir, file: f, size: m.Size, meta: m}, nil
+	return openedReplica(dir, f, m), nil
+}
+
+func openedReplica(dir string, f *os.File, m Meta) *Replica {
+	r := &Replica{dir: dir, file: f, meta: m}
+	r.size.Store(m.Size)
+	return r
 }
 
 // Open opens the replica stored in dir.
@@ -113,12 +122,14 @@ func Open(dir string) (*Replica, error) {
 		f.Close()
 		return nil, fmt.Errorf("open replica %s: %w", m.VolumeID, err)
 	}
-	if fi.Size() != m.Size {
+	// A data file longer than the metadata says is a Grow that stopped
+	// before it recorded the size: the bytes past it were never written.
+	if fi.Size() < m.Size {
 		f.Close()
 		return nil, fmt.Errorf("open replica %s: data file is %d bytes, metadata says %d: %w",
 			m.VolumeID, fi.Size(), m.Size, ErrCorruptMeta)
 	}
-	return &Replica{dir: dir, file: f, size: m.Size, meta: m}, nil
+	return openedReplica(dir, f, m), nil
 }
 
 // Remove deletes the replica stored in dir. Removing a missing replica is
@@ -128,7 +139,36 @@ func Remove(dir string) error {
 }
 
 // Size returns the volume size in bytes.
-func (r *Replica) Size() int64 { return r.size }
+func (r *Replica) Size() int64 { return r.size.Load() }
+
+// Grow makes the replica size bytes long; the new range reads as zeroes.
+// The longer data file is made durable before the metadata records the
+// size, so a crash in between leaves the old size (see Open). Growing to
+// the current size does nothing; shrinking is ErrShrink.
+func (r *Replica) Grow(size int64) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	cur := r.Size()
+	switch {
+	case size == cur:
+		return nil
+	case size < cur:
+		return fmt.Errorf("grow replica %s to %d bytes: %w (it holds %d)", r.meta.VolumeID, size, ErrShrink, cur)
+	}
+	if err := r.file.Truncate(size); err != nil {
+		return fmt.Errorf("grow replica %s to %d bytes: %w", r.meta.VolumeID, size, err)
+	}
+	if err := r.file.Sync(); err != nil {
+		return fmt.Errorf("grow replica %s to %d bytes: %w", r.meta.VolumeID, size, err)
+	}
+	m := r.meta
+	m.Size = size
+	if err := r.persistLocked(m); err != nil {
+		return fmt.Errorf("grow replica %s: %w", m.VolumeID, err)
+	}
+	r.size.Store(size)
+	return nil
+}
 
 // Dir returns the directory holding the replica.
 func (r *Replica) Dir() string { return r.dir }
@@ -175,8 +215,9 @@ func (r *Replica) Apply(epoch uint64, fn func() error) error {
 }
 
 func (r *Replica) check(off, length int64) error {
-	if off < 0 || length < 0 || off > r.size || length > r.size-off {
-		return fmt.Errorf("offset %d length %d on %d-byte volume: %w", off, length, r.size, ErrOutOfRange)
+	size := r.Size()
+	if off < 0 || length < 0 || off > size || length > size-off {
+		return fmt.Errorf("offset %d length %d on %d-byte volume: %w", off, length, size, ErrOutOfRange)
 	}
 	return nil
 }
@@ -249,13 +290,15 @@ func (r *Replica) NextData(off int64) (start, end int64, err error) {
 		end, err = unix.Seek(fd, start, unix.SEEK_HOLE)
 		return err
 	})
+	size := r.Size()
 	if errors.Is(err, unix.ENXIO) {
-		return r.size, r.size, nil
+		return size, size, nil
 	}
 	if err != nil {
 		return 0, 0, fmt.Errorf("seek data from %d: %w", off, err)
 	}
-	return start, end, nil
+	// The file may run past the size after an interrupted Grow.
+	return min(start, size), min(end, size), nil
 }
 
 // ObserveEpoch records epoch as seen. It persists the epoch before

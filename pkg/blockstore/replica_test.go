@@ -279,3 +279,79 @@ func TestChecksum(t *testing.T) {
 		t.Fatalf("range past the end: %v, want ErrOutOfRange", err)
 	}
 }
+
+// TestGrow: the new range reads as zeroes and takes writes, old data
+// stays, the size survives a reopen, and a replica never shrinks.
+func TestGrow(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "vol")
+	r, err := Create(dir, "vol-1", 1<<20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	old := bytes.Repeat([]byte{0xa5}, 4096)
+	if err := r.WriteAt(old, 1<<20-4096); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.WriteAt(old, 1<<20); !errors.Is(err, ErrOutOfRange) {
+		t.Fatalf("write past the end before Grow: %v, want ErrOutOfRange", err)
+	}
+	if err := r.Grow(4 << 20); err != nil {
+		t.Fatalf("Grow: %v", err)
+	}
+	if err := r.Grow(4 << 20); err != nil {
+		t.Fatalf("Grow to the same size: %v", err)
+	}
+	if err := r.Grow(2 << 20); !errors.Is(err, ErrShrink) {
+		t.Fatalf("Grow to a smaller size: %v, want ErrShrink", err)
+	}
+	got := make([]byte, 4096)
+	if err := r.ReadAt(got, 3<<20); err != nil || !bytes.Equal(got, make([]byte, 4096)) {
+		t.Fatalf("new range: %v, zeroes %v", err, bytes.Equal(got, make([]byte, 4096)))
+	}
+	if err := r.WriteAt(old, 4<<20-4096); err != nil {
+		t.Fatalf("write at the new end: %v", err)
+	}
+	r.Close()
+
+	r, err = Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	if r.Size() != 4<<20 || r.Meta().Size != 4<<20 {
+		t.Fatalf("after reopen: size %d, meta %d; want %d", r.Size(), r.Meta().Size, 4<<20)
+	}
+	for _, off := range []int64{1<<20 - 4096, 4<<20 - 4096} {
+		if err := r.ReadAt(got, off); err != nil || !bytes.Equal(got, old) {
+			t.Errorf("data at %d lost after Grow and reopen (err %v)", off, err)
+		}
+	}
+}
+
+// TestOpenAfterInterruptedGrow: a data file longer than the metadata
+// (Grow stopped before it recorded the size) opens at the recorded size.
+func TestOpenAfterInterruptedGrow(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "vol")
+	r, err := Create(dir, "vol-1", 1<<20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.Close()
+	if err := os.Truncate(filepath.Join(dir, dataFile), 2<<20); err != nil {
+		t.Fatal(err)
+	}
+	r, err = Open(dir)
+	if err != nil {
+		t.Fatalf("Open: %v", err)
+	}
+	defer r.Close()
+	if r.Size() != 1<<20 {
+		t.Fatalf("size %d, want %d", r.Size(), 1<<20)
+	}
+	if start, end, err := r.NextData(0); err != nil || start != 1<<20 || end != 1<<20 {
+		t.Errorf("NextData(0) = %d, %d, %v; want the end, %d", start, end, err, 1<<20)
+	}
+	if err := r.Grow(2 << 20); err != nil {
+		t.Fatalf("Grow after the interrupted one: %v", err)
+	}
+}

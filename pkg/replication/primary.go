@@ -7,6 +7,7 @@ import (
 	"net"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"k8s.io/klog/v2"
@@ -140,6 +141,10 @@ type Primary struct {
 	// seqMu orders writes: local apply plus enqueue on every link.
 	seqMu sync.Mutex
 
+	// size is the layout's volume size: what clients may reach. The
+	// local replica may hold more, after a grow that is not yet committed.
+	size atomic.Int64
+
 	mu     sync.Mutex // guards everything below and link queues
 	layout Layout
 	links  map[string]*link
@@ -190,6 +195,7 @@ func NewPrimary(store *blockstore.Replica, layout Layout, opts PrimaryOptions) (
 		links: map[string]*link{}, ops: map[uint64]*op{},
 		attached: map[uint64]int{}, trackers: map[string]*tracker{},
 	}
+	p.size.Store(layout.Size)
 	p.mu.Lock()
 	p.layout = layout
 	p.generation = layout.AttachmentGeneration
@@ -205,7 +211,7 @@ func checkLayout(l Layout, self string, size int64) error {
 	if l.Primary != self {
 		return fmt.Errorf("%w: primary is %q, this node is %q", ErrInvalidLayout, l.Primary, self)
 	}
-	if l.Size != size {
+	if l.Size <= 0 || l.Size > size {
 		return fmt.Errorf("%w: size %d, replica holds %d", ErrInvalidLayout, l.Size, size)
 	}
 	found := false
@@ -225,8 +231,9 @@ func checkLayout(l Layout, self string, size int64) error {
 	return nil
 }
 
-// Size returns the volume size in bytes.
-func (p *Primary) Size() int64 { return p.store.Size() }
+// Size returns the volume size in bytes: the current layout's, which a
+// later layout may raise (volume expansion), never lower.
+func (p *Primary) Size() int64 { return p.size.Load() }
 
 // Admit admits one client call made at an attachment generation, or
 // refuses it with ErrStaleAttachment once a layout raised the primary's
@@ -319,7 +326,19 @@ func (p *Primary) ReadAt(ctx context.Context, b []byte, off int64) error {
 		return err
 	}
 	defer p.calls.Done()
+	if err := p.inRange(off, int64(len(b))); err != nil {
+		return err
+	}
 	return p.store.ReadAt(b, off)
+}
+
+// inRange refuses an access past the layout's size, which the local
+// replica alone may already hold (a grow not yet committed).
+func (p *Primary) inRange(off, n int64) error {
+	if size := p.Size(); off < 0 || n < 0 || off > size || n > size-off {
+		return fmt.Errorf("offset %d length %d on %d-byte volume: %w", off, n, size, blockstore.ErrOutOfRange)
+	}
+	return nil
 }
 
 // enter admits a client call unless the primary is fenced. Close waits
@@ -340,6 +359,9 @@ func (p *Primary) WriteAt(ctx context.Context, b []byte, off int64, fua bool) er
 		return err
 	}
 	defer p.calls.Done()
+	if err := p.inRange(off, int64(len(b))); err != nil {
+		return err
+	}
 	data := append([]byte(nil), b...)
 	f := Frame{Op: OpWrite, Offset: uint64(off), Length: uint32(len(data)), Payload: data}
 	if fua {
@@ -363,6 +385,9 @@ func (p *Primary) WriteZeroes(ctx context.Context, off, length int64, fua bool) 
 		return err
 	}
 	defer p.calls.Done()
+	if err := p.inRange(off, length); err != nil {
+		return err
+	}
 	return p.zero(ctx, off, length, fua)
 }
 
@@ -610,6 +635,7 @@ func (p *Primary) UpdateLayout(l Layout) error {
 	}
 	l.AttachmentGeneration = p.raiseGenerationLocked(l.AttachmentGeneration)
 	p.layout = l
+	p.size.Store(l.Size)
 	p.applyLinksLocked(l)
 	p.recheckLocked()
 	klog.InfoS("Primary moved to new layout", "volume", l.VolumeID, "epoch", l.Epoch, "replicas", states(l))
@@ -622,6 +648,9 @@ func (p *Primary) UpdateLayout(l Layout) error {
 func (p *Primary) validateUpdateLocked(l Layout) error {
 	if err := checkLayout(l, p.opts.NodeID, p.store.Size()); err != nil {
 		return err
+	}
+	if l.Size < p.layout.Size {
+		return fmt.Errorf("%w: size %d is below the current %d", ErrInvalidLayout, l.Size, p.layout.Size)
 	}
 	for _, r := range l.Replicas {
 		if r.NodeID == p.opts.NodeID || r.State != InSync {
@@ -746,7 +775,7 @@ type ReplicaStatus struct {
 func (p *Primary) Status() []ReplicaStatus {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	size := p.store.Size()
+	size := p.Size()
 	out := []ReplicaStatus{{NodeID: p.opts.NodeID, State: InSync, Connected: true, SyncedBytes: size, TotalBytes: size}}
 	for _, r := range p.layout.Replicas {
 		if r.NodeID == p.opts.NodeID {

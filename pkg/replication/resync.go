@@ -57,7 +57,7 @@ func (l *link) syncLoop(syncing bool, t *tracker) {
 		mode = modeDirty
 		err = l.copyRegions(t.missed, tokens)
 	} else {
-		l.syncTotal.Store(p.store.Size())
+		l.syncTotal.Store(p.Size())
 		err = l.compareCopy(tokens)
 	}
 	if err == nil && !syncing {
@@ -87,7 +87,7 @@ func (l *link) syncLoop(syncing bool, t *tracker) {
 // CopyChunk bytes.
 func (l *link) copyRegions(missed *regionSet, tokens chan struct{}) error {
 	p := l.p
-	extents := missed.extents(p.store.Size(), int64(p.opts.CopyChunk))
+	extents := missed.extents(p.Size(), int64(p.opts.CopyChunk))
 	var total int64
 	for _, e := range extents {
 		total += e.n
@@ -117,7 +117,7 @@ type check struct {
 // a time, and copies the chunks that differ.
 func (l *link) compareCopy(tokens chan struct{}) error {
 	p := l.p
-	size, chunk := p.store.Size(), int64(p.opts.CopyChunk)
+	size, chunk := p.Size(), int64(p.opts.CopyChunk)
 	for off := int64(0); off < size; {
 		var checks []check
 		for len(checks) < compareBatch && off < size {

@@ -251,7 +251,6 @@ type serverConn struct {
 	peer    string
 	reader  *bufio.Reader
 	replica *blockstore.Replica
-	size    int64
 
 	mu     sync.Mutex // guards volume, read by CloseVolume
 	volume string
@@ -304,7 +303,7 @@ func (c *serverConn) hello() error {
 		c.replyErr(f, err)
 		return err
 	}
-	c.replica, c.size, c.reader = rep, rep.Size(), r
+	c.replica, c.reader = rep, r
 	c.replyHello(f, rep.Meta().Incarnation)
 	c.flush()
 	return nil
@@ -388,7 +387,7 @@ func (c *serverConn) readFailed(f Frame, err error) {
 }
 
 func (c *serverConn) apply(f *Frame) {
-	if err := validateRequest(f, c.size); err != nil {
+	if err := validateRequest(f, c.replica.Size()); err != nil { // the replica may grow
 		klog.InfoS("Refused replication request", "peer", c.peer, "volume", c.volume, "op", f.Op, "err", err)
 		c.reply(*f, StatusBadRequest, nil)
 		return
