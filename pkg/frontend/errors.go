@@ -15,4 +15,9 @@ var (
 	ErrDeviceBusy = errors.New("device busy")
 	// ErrNoFreeLoop means no loop device could be allocated.
 	ErrNoFreeLoop = errors.New("no free loop device")
+	// ErrDetached means the attachment was detached.
+	ErrDetached = errors.New("volume detached")
+	// ErrResize means the device could not be grown to the volume's new
+	// size.
+	ErrResize = errors.New("device resize failed")
 )

@@ -100,9 +100,11 @@ type Attachment struct {
 	mountPoint string
 	device     string
 	directIO   bool
+	blockSize  uint32
 
 	mu       sync.Mutex
 	client   *nbdclient.Client
+	file     *volumeFile
 	server   *fuse.Server
 	loop     *loopDevice
 	detached bool
@@ -127,7 +129,7 @@ func Attach(ctx context.Context, opts AttachOptions) (*Attachment, error) {
 
 // attach runs the steps of Attach, releasing what it set up on failure.
 func attach(ctx context.Context, opts AttachOptions) (*Attachment, error) {
-	a := &Attachment{volumeID: opts.VolumeID}
+	a := &Attachment{volumeID: opts.VolumeID, blockSize: opts.BlockSize}
 	err := a.setUp(ctx, opts)
 	if err == nil {
 		return a, nil
@@ -193,7 +195,7 @@ func (a *Attachment) mount(opts AttachOptions) error {
 		os.Remove(a.mountPoint)
 		return err
 	}
-	a.server = server
+	a.server, a.file = server, file
 	return nil
 }
 

@@ -143,6 +143,25 @@ func loopSetFD(dev, backing *os.File, blockSize uint32) error {
 	return nil
 }
 
+// setCapacity makes the kernel size the device again from its backing
+// file (LOOP_SET_CAPACITY).
+func (l *loopDevice) setCapacity() error {
+	if err := unix.IoctlSetInt(int(l.file.Fd()), unix.LOOP_SET_CAPACITY, 0); err != nil {
+		return fmt.Errorf("LOOP_SET_CAPACITY %s: %w", l.path, err)
+	}
+	return nil
+}
+
+// size returns the device's size in bytes, as the kernel sees it
+// (BLKGETSIZE64).
+func (l *loopDevice) size() (int64, error) {
+	size, err := unix.IoctlGetUint64(int(l.file.Fd()), unix.BLKGETSIZE64)
+	if err != nil {
+		return 0, fmt.Errorf("BLKGETSIZE64 %s: %w", l.path, err)
+	}
+	return int64(size), nil
+}
+
 // clearLoop unbinds the device; with other users it only marks it to be
 // unbound when the last one closes it.
 func clearLoop(dev *os.File) error {

@@ -7,6 +7,7 @@ import (
 	"os"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -28,7 +29,8 @@ const (
 	// direct I/O) the kernel keeps in flight.
 	maxBackground = 128
 	// cacheTimeout is how long the kernel may cache the file's name and
-	// attributes, which never change while mounted.
+	// attributes. The size changes only when the volume grows, and
+	// Resize then invalidates the cached attributes.
 	cacheTimeout = time.Hour
 	// errorLogInterval spaces the log lines about failed I/O.
 	errorLogInterval = 10 * time.Second
@@ -44,12 +46,13 @@ type blockDevice interface {
 }
 
 // volumeFile is the one regular file of a volume's FUSE mount. Its size
-// is the volume's and never changes.
+// is the volume's: it grows when the volume does (see grow), and never
+// shrinks.
 type volumeFile struct {
 	fs.Inode
 	volumeID string
 	dev      blockDevice
-	size     int64
+	size     atomic.Int64
 	readOnly bool
 	created  time.Time
 	errs     errorLog
@@ -68,7 +71,21 @@ var (
 
 // newVolumeFile returns the file for a volume of the given size.
 func newVolumeFile(volumeID string, dev blockDevice, size int64, readOnly bool) *volumeFile {
-	return &volumeFile{volumeID: volumeID, dev: dev, size: size, readOnly: readOnly, created: time.Now()}
+	f := &volumeFile{volumeID: volumeID, dev: dev, readOnly: readOnly, created: time.Now()}
+	f.size.Store(size)
+	return f
+}
+
+// grow raises the file's size to size, unless it is already as large.
+// The kernel sees the new size once its cached attributes are
+// invalidated (Attachment.Resize does it).
+func (f *volumeFile) grow(size int64) {
+	for {
+		old := f.size.Load()
+		if size <= old || f.size.CompareAndSwap(old, size) {
+			return
+		}
+	}
 }
 
 // handle is one open file description; sync is set for O_SYNC and
@@ -87,10 +104,11 @@ func (f *volumeFile) Open(ctx context.Context, flags uint32) (fs.FileHandle, uin
 
 // Read reads up to the end of the volume.
 func (f *volumeFile) Read(ctx context.Context, _ fs.FileHandle, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
-	if off >= f.size {
+	size := f.size.Load()
+	if off >= size {
 		return fuse.ReadResultData(nil), 0
 	}
-	p := dest[:min(int64(len(dest)), f.size-off)]
+	p := dest[:min(int64(len(dest)), size-off)]
 	if err := f.dev.ReadAt(ctx, p, off); err != nil {
 		return nil, f.fail("read", err)
 	}
@@ -103,10 +121,11 @@ func (f *volumeFile) Write(ctx context.Context, fh fs.FileHandle, data []byte, o
 	if f.readOnly {
 		return 0, syscall.EROFS
 	}
-	if off >= f.size {
+	size := f.size.Load()
+	if off >= size {
 		return 0, syscall.ENOSPC
 	}
-	p := data[:min(int64(len(data)), f.size-off)]
+	p := data[:min(int64(len(data)), size-off)]
 	h, _ := fh.(*handle)
 	if err := f.dev.WriteAt(ctx, p, off, h != nil && h.sync); err != nil {
 		return 0, f.fail("write", err)
@@ -144,6 +163,7 @@ func (f *volumeFile) Allocate(ctx context.Context, _ fs.FileHandle, off, length 
 func (f *volumeFile) allocationRange(off, length uint64, mode uint32) (int64, int64, syscall.Errno) {
 	const known = unix.FALLOC_FL_KEEP_SIZE | unix.FALLOC_FL_PUNCH_HOLE | unix.FALLOC_FL_ZERO_RANGE
 	keep := mode&unix.FALLOC_FL_KEEP_SIZE != 0
+	size := uint64(f.size.Load())
 	switch {
 	case f.readOnly:
 		return 0, 0, syscall.EROFS
@@ -151,13 +171,13 @@ func (f *volumeFile) allocationRange(off, length uint64, mode uint32) (int64, in
 		return 0, 0, syscall.EOPNOTSUPP
 	case mode&unix.FALLOC_FL_PUNCH_HOLE != 0 && !keep:
 		return 0, 0, syscall.EINVAL
-	case off > uint64(f.size) || length > uint64(f.size)-off:
+	case off > size || length > size-off:
 		if !keep {
 			return 0, 0, syscall.ENOSPC
 		}
 	}
-	start := int64(min(off, uint64(f.size)))
-	end := int64(min(off+length, uint64(f.size)))
+	start := int64(min(off, size))
+	end := int64(min(off+length, size))
 	return start, end, 0
 }
 
@@ -170,7 +190,7 @@ func (f *volumeFile) Getattr(ctx context.Context, _ fs.FileHandle, out *fuse.Att
 
 // Setattr refuses to change the size; other changes are ignored.
 func (f *volumeFile) Setattr(ctx context.Context, _ fs.FileHandle, in *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno {
-	if size, ok := in.GetSize(); ok && int64(size) != f.size {
+	if size, ok := in.GetSize(); ok && int64(size) != f.size.Load() {
 		return syscall.EPERM
 	}
 	f.fillAttr(&out.Attr)
@@ -183,8 +203,9 @@ func (f *volumeFile) fillAttr(a *fuse.Attr) {
 	if f.readOnly {
 		a.Mode = syscall.S_IFREG | 0o400
 	}
-	a.Size = uint64(f.size)
-	a.Blocks = uint64(f.size+511) / 512
+	size := f.size.Load()
+	a.Size = uint64(size)
+	a.Blocks = uint64(size+511) / 512
 	a.Blksize = 4096
 	a.Nlink = 1
 	a.SetTimes(&f.created, &f.created, &f.created)
