@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
 	apiv1 "github.com/trireme-csi/trireme/pkg/api/v1"
@@ -288,5 +289,67 @@ func waitPrimaryEpoch(t *testing.T, primary *testAgent, id string, epoch uint64)
 	})
 	if err != nil {
 		t.Fatalf("primary never reached epoch %d: %v", epoch, got)
+	}
+}
+
+// TestExpandThroughNBD: replicas grown with ExpandReplica, then a layout
+// with the larger size, open the new range to NBD clients on every
+// replica; before that layout the primary serves the old size.
+func TestExpandThroughNBD(t *testing.T) {
+	requireQemuIO(t)
+	agents := startCluster(t, "")
+	l := createVolume(t, agents, "vol-x")
+	primary := agents[0]
+	nbdAddr := primary.agent.Endpoints().NBD
+	const grown = 2 * testSize
+
+	if out, err := qemuIO(callCtx(t), nbdAddr, "vol-x", "write -P 0xab 0 1M"); err != nil {
+		t.Fatalf("qemu-io write: %v\n%s", err, out)
+	}
+	for _, a := range agents {
+		resp, err := a.client.ExpandReplica(callCtx(t), &apiv1.ExpandReplicaRequest{VolumeId: "vol-x", SizeBytes: grown})
+		if err != nil || resp.GetVolume().GetSizeBytes() != grown {
+			t.Fatalf("ExpandReplica on %s = %v, %v; want %d bytes", a.id, resp.GetVolume(), err, grown)
+		}
+	}
+	if _, err := primary.client.ExpandReplica(callCtx(t), &apiv1.ExpandReplicaRequest{VolumeId: "vol-x", SizeBytes: testSize}); status.Code(err) != codes.OutOfRange {
+		t.Errorf("ExpandReplica to a smaller size: %v, want OutOfRange", err)
+	}
+	if _, err := primary.client.ExpandReplica(callCtx(t), &apiv1.ExpandReplicaRequest{VolumeId: "vol-none", SizeBytes: grown}); status.Code(err) != codes.NotFound {
+		t.Errorf("ExpandReplica of a missing replica: %v, want NotFound", err)
+	}
+	// Not committed yet: the new range is not the volume's.
+	if out, err := qemuIO(callCtx(t), nbdAddr, "vol-x", fmt.Sprintf("write -P 0xcd %d 1M", testSize)); err == nil && !strings.Contains(out, "error") {
+		t.Fatalf("write past the layout's size succeeded before the layout grew:\n%s", out)
+	}
+	if got, want := checksum(t, agents[1], "vol-x"), image(testSize, fill{0xab, 0, mib}); got != want {
+		t.Errorf("checksum of a replica grown ahead of its layout = %s, want the layout's size %s", got, want)
+	}
+
+	l.Epoch, l.SizeBytes = 2, grown
+	for _, a := range agents {
+		setLayout(t, a, l)
+	}
+	if out, err := qemuIO(callCtx(t), nbdAddr, "vol-x", fmt.Sprintf("write -P 0xcd %d 1M", grown-mib)); err != nil || !strings.Contains(out, "wrote 1048576/1048576") {
+		t.Fatalf("qemu-io write at the new end: %v\n%s", err, out)
+	}
+	want := image(grown, fill{0xab, 0, mib}, fill{0xcd, grown - mib, mib})
+	for _, a := range agents {
+		if got := checksum(t, a, "vol-x"); got != want {
+			t.Errorf("checksum on %s = %s, want %s", a.id, got, want)
+		}
+	}
+}
+
+// TestLayoutGrowsAReplicaLeftBehind: a replica that missed the expansion
+// (it was out of the write path) grows when it gets the larger layout.
+func TestLayoutGrowsAReplicaLeftBehind(t *testing.T) {
+	agents := startCluster(t, "")
+	self, other := agents[0], agents[1]
+	createReplica(t, self, "vol-g", testSize)
+	l := layoutOf("vol-g", 3, other, self, other)
+	l.SizeBytes = 2 * testSize
+	if got := setLayout(t, self, l); got.GetSizeBytes() != 2*testSize {
+		t.Errorf("replica holds %d bytes after a layout of %d", got.GetSizeBytes(), 2*testSize)
 	}
 }

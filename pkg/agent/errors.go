@@ -18,8 +18,6 @@ var (
 	// ErrNoLocalReplica means a layout names this node primary, but the
 	// node holds no replica to serve from.
 	ErrNoLocalReplica = errors.New("layout names this node primary but it holds no replica")
-	// ErrSizeMismatch means a layout's size differs from the replica's.
-	ErrSizeMismatch = errors.New("layout size differs from the local replica")
 	// ErrStaleLayout means a layout is older than one this node knows of,
 	// or than the epoch its replica has seen.
 	ErrStaleLayout = errors.New("stale layout")

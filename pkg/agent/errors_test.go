@@ -24,7 +24,6 @@ func TestCodeOf(t *testing.T) {
 		{fmt.Errorf("volume v: %w", ErrBusy), codes.Aborted},
 		{ErrShuttingDown, codes.Unavailable},
 		{fmt.Errorf("x: %w", ErrNoLocalReplica), codes.FailedPrecondition},
-		{fmt.Errorf("x: %w", ErrSizeMismatch), codes.FailedPrecondition},
 		{fmt.Errorf("x: %w", ErrStaleLayout), codes.FailedPrecondition},
 		{fmt.Errorf("x: %w", ErrLayoutConflict), codes.FailedPrecondition},
 		{fmt.Errorf("x: %w", replication.ErrInvalidLayout), codes.FailedPrecondition},

@@ -38,6 +38,9 @@ func (a *Agent) setLayout(l replication.Layout) (volumeInfo, error) {
 	if err := checkLayoutFits(st, l); err != nil {
 		return volumeInfo{}, err
 	}
+	if err := growForLayout(st, l); err != nil {
+		return volumeInfo{}, err
+	}
 
 	if self {
 		err = a.servePrimary(st, l)
@@ -62,12 +65,25 @@ func fenceOldPrimary(st volumeState, l replication.Layout) error {
 	return st.replica.ObserveEpoch(l.Epoch)
 }
 
-// checkLayoutFits refuses a layout that does not match the local replica
-// or is older than what this node already knows.
-func checkLayoutFits(st volumeState, l replication.Layout) error {
-	if size := st.replica.Size(); l.Size != size {
-		return fmt.Errorf("volume %s: layout says %d bytes, replica holds %d: %w", l.VolumeID, l.Size, size, ErrSizeMismatch)
+// growForLayout grows the local replica to a layout that says the volume
+// is larger. The controller commits a larger size only once every replica
+// in the write path holds it, so this is a replica that was out of the
+// write path, or a layout that arrived before ExpandReplica; either way
+// the new range is zeroes here, and whatever the primary wrote there
+// reaches this replica through its resync. A replica larger than the
+// layout is one whose expansion is not committed yet: it serves the
+// layout's size.
+func growForLayout(st volumeState, l replication.Layout) error {
+	if l.Size <= st.replica.Size() {
+		return nil
 	}
+	klog.InfoS("Growing replica to the layout's size", "volume", l.VolumeID, "from", st.replica.Size(), "to", l.Size, "epoch", l.Epoch)
+	return st.replica.Grow(l.Size)
+}
+
+// checkLayoutFits refuses a layout older than what this node already
+// knows.
+func checkLayoutFits(st volumeState, l replication.Layout) error {
 	if seen := st.replica.Epoch(); l.Epoch < seen {
 		return fmt.Errorf("volume %s: layout epoch %d, replica has seen %d: %w", l.VolumeID, l.Epoch, seen, ErrStaleLayout)
 	}

@@ -34,6 +34,18 @@ func (s *nodeServer) CreateReplica(_ context.Context, req *apiv1.CreateReplicaRe
 	return &apiv1.CreateReplicaResponse{Volume: volumeToProto(info)}, nil
 }
 
+// ExpandReplica implements apiv1.NodeServer.
+func (s *nodeServer) ExpandReplica(_ context.Context, req *apiv1.ExpandReplicaRequest) (*apiv1.ExpandReplicaResponse, error) {
+	if err := validateSize(req.GetVolumeId(), req.GetSizeBytes()); err != nil {
+		return nil, s.fail("ExpandReplica", req.GetVolumeId(), err)
+	}
+	info, err := s.a.expandReplica(req.GetVolumeId(), req.GetSizeBytes())
+	if err != nil {
+		return nil, s.fail("ExpandReplica", req.GetVolumeId(), err)
+	}
+	return &apiv1.ExpandReplicaResponse{Volume: volumeToProto(info)}, nil
+}
+
 // DeleteReplica implements apiv1.NodeServer.
 func (s *nodeServer) DeleteReplica(_ context.Context, req *apiv1.DeleteReplicaRequest) (*apiv1.DeleteReplicaResponse, error) {
 	if err := validateVolumeID("volume_id", req.GetVolumeId()); err != nil {
@@ -113,7 +125,7 @@ func codeOf(err error) codes.Code {
 		return codes.AlreadyExists
 	case errors.Is(err, ErrBusy):
 		return codes.Aborted
-	case errors.Is(err, syscall.EFBIG), errors.Is(err, syscall.ENOSPC):
+	case errors.Is(err, syscall.EFBIG), errors.Is(err, syscall.ENOSPC), errors.Is(err, blockstore.ErrShrink):
 		return codes.OutOfRange
 	case errors.Is(err, ErrShuttingDown):
 		return codes.Unavailable
@@ -130,7 +142,7 @@ func codeOf(err error) codes.Code {
 // isPreconditionError says whether err means the request does not fit
 // the node's state, so that retrying it unchanged cannot succeed.
 func isPreconditionError(err error) bool {
-	for _, target := range []error{ErrNoLocalReplica, ErrSizeMismatch, ErrStaleLayout,
+	for _, target := range []error{ErrNoLocalReplica, ErrStaleLayout,
 		ErrLayoutConflict, replication.ErrInvalidLayout, replication.ErrDeposed,
 		blockstore.ErrStaleEpoch, replication.ErrIncomplete} {
 		if errors.Is(err, target) {

@@ -52,6 +52,27 @@ func (a *Agent) createReplica(id string, size int64) (volumeInfo, error) {
 	return describe(volumeState{replica: r}), nil
 }
 
+// expandReplica grows the replica of id to size bytes.
+func (a *Agent) expandReplica(id string, size int64) (volumeInfo, error) {
+	release, err := a.begin(id)
+	if err != nil {
+		return volumeInfo{}, err
+	}
+	defer release()
+	st, ok := a.state(id)
+	if !ok {
+		return volumeInfo{}, fmt.Errorf("expand replica %s: %w", id, ErrNotFound)
+	}
+	from := st.replica.Size()
+	if err := st.replica.Grow(size); err != nil {
+		return volumeInfo{}, err
+	}
+	if from != size {
+		klog.InfoS("Expanded replica", "volume", id, "node", a.cfg.NodeID, "from", from, "to", size)
+	}
+	return describe(st), nil
+}
+
 // deleteReplica stops serving id and removes its replica. A missing
 // replica is not an error; a leftover directory is removed all the same.
 func (a *Agent) deleteReplica(id string) error {
@@ -135,6 +156,9 @@ func (a *Agent) checksum(ctx context.Context, id string) (string, int64, error) 
 	defer f.Close()
 
 	size := st.replica.Size()
+	if l := st.currentLayout(); l != nil && l.Size < size {
+		size = l.Size // grown ahead of a layout: the rest is not the volume's yet
+	}
 	h := sha256.New()
 	src := ctxReader{ctx: ctx, r: io.NewSectionReader(f, 0, size)}
 	n, err := io.CopyBuffer(h, src, make([]byte, checksumBuffer))

@@ -30,11 +30,17 @@ func validateVolumeID(field, id string) error {
 }
 
 func validateCreateReplica(req *apiv1.CreateReplicaRequest) error {
-	if err := validateVolumeID("volume_id", req.GetVolumeId()); err != nil {
+	return validateSize(req.GetVolumeId(), req.GetSizeBytes())
+}
+
+// validateSize checks the volume id and size of CreateReplica and
+// ExpandReplica.
+func validateSize(volumeID string, size int64) error {
+	if err := validateVolumeID("volume_id", volumeID); err != nil {
 		return err
 	}
-	if s := req.GetSizeBytes(); s <= 0 || s%sizeAlignment != 0 {
-		return invalidField("size_bytes", "%d is not a positive multiple of %d", s, sizeAlignment)
+	if size <= 0 || size%sizeAlignment != 0 {
+		return invalidField("size_bytes", "%d is not a positive multiple of %d", size, sizeAlignment)
 	}
 	return nil
 }
@@ -49,8 +55,8 @@ func validateLayout(l *apiv1.Layout) error {
 		return err
 	}
 	switch {
-	case l.GetSizeBytes() <= 0:
-		return invalidField("layout.size_bytes", "%d is not positive", l.GetSizeBytes())
+	case l.GetSizeBytes() <= 0 || l.GetSizeBytes()%sizeAlignment != 0:
+		return invalidField("layout.size_bytes", "%d is not a positive multiple of %d", l.GetSizeBytes(), sizeAlignment)
 	case l.GetEpoch() == 0:
 		return invalidField("layout.epoch", "must be at least 1")
 	case l.GetPrimary() == "":

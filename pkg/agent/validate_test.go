@@ -129,11 +129,11 @@ func TestSetLayoutRefusals(t *testing.T) {
 		}, codes.InvalidArgument, "layout.replicas[1].state"},
 		{"primary without local replica", func() *apiv1.Layout { return layoutOf("vol-9", 1, self, self, other) }, codes.FailedPrecondition, "holds no replica"},
 		{"unknown volume on a replica node", func() *apiv1.Layout { return layoutOf("vol-9", 1, other, self, other) }, codes.NotFound, "vol-9"},
-		{"size mismatch", func() *apiv1.Layout {
+		{"size not a multiple of 4096", func() *apiv1.Layout {
 			l := layoutOf("vol-1", 6, other, self, other)
-			l.SizeBytes = 2 * testSize
+			l.SizeBytes = 2*testSize + 512
 			return l
-		}, codes.FailedPrecondition, "size differs"},
+		}, codes.InvalidArgument, "layout.size_bytes"},
 		{"older epoch", func() *apiv1.Layout { return layoutOf("vol-1", 4, other, self, other) }, codes.FailedPrecondition, "stale layout"},
 		{"same epoch, other content", func() *apiv1.Layout { return layoutOf("vol-1", 5, other, other, self) }, codes.FailedPrecondition, "same epoch"},
 		{"same layout again", func() *apiv1.Layout { return layoutOf("vol-1", 5, other, self, other) }, codes.OK, ""},

@@ -604,6 +604,103 @@ func (x *CreateReplicaResponse) GetVolume() *Volume {
 	return nil
 }
 
+type ExpandReplicaRequest struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	VolumeId string                 `protobuf:"bytes,1,opt,name=volume_id,json=volumeId,proto3" json:"volume_id,omitempty"`
+	// size_bytes must be a positive multiple of 4096.
+	SizeBytes     int64 `protobuf:"varint,2,opt,name=size_bytes,json=sizeBytes,proto3" json:"size_bytes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ExpandReplicaRequest) Reset() {
+	*x = ExpandReplicaRequest{}
+	mi := &file_trireme_v1_node_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ExpandReplicaRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ExpandReplicaRequest) ProtoMessage() {}
+
+func (x *ExpandReplicaRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_trireme_v1_node_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ExpandReplicaRequest.ProtoReflect.Descriptor instead.
+func (*ExpandReplicaRequest) Descriptor() ([]byte, []int) {
+	return file_trireme_v1_node_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *ExpandReplicaRequest) GetVolumeId() string {
+	if x != nil {
+		return x.VolumeId
+	}
+	return ""
+}
+
+func (x *ExpandReplicaRequest) GetSizeBytes() int64 {
+	if x != nil {
+		return x.SizeBytes
+	}
+	return 0
+}
+
+type ExpandReplicaResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Volume        *Volume                `protobuf:"bytes,1,opt,name=volume,proto3" json:"volume,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ExpandReplicaResponse) Reset() {
+	*x = ExpandReplicaResponse{}
+	mi := &file_trireme_v1_node_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ExpandReplicaResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ExpandReplicaResponse) ProtoMessage() {}
+
+func (x *ExpandReplicaResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_trireme_v1_node_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ExpandReplicaResponse.ProtoReflect.Descriptor instead.
+func (*ExpandReplicaResponse) Descriptor() ([]byte, []int) {
+	return file_trireme_v1_node_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *ExpandReplicaResponse) GetVolume() *Volume {
+	if x != nil {
+		return x.Volume
+	}
+	return nil
+}
+
 type DeleteReplicaRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	VolumeId      string                 `protobuf:"bytes,1,opt,name=volume_id,json=volumeId,proto3" json:"volume_id,omitempty"`
@@ -613,7 +710,7 @@ type DeleteReplicaRequest struct {
 
 func (x *DeleteReplicaRequest) Reset() {
 	*x = DeleteReplicaRequest{}
-	mi := &file_trireme_v1_node_proto_msgTypes[6]
+	mi := &file_trireme_v1_node_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -625,7 +722,7 @@ func (x *DeleteReplicaRequest) String() string {
 func (*DeleteReplicaRequest) ProtoMessage() {}
 
 func (x *DeleteReplicaRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_trireme_v1_node_proto_msgTypes[6]
+	mi := &file_trireme_v1_node_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -638,7 +735,7 @@ func (x *DeleteReplicaRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteReplicaRequest.ProtoReflect.Descriptor instead.
 func (*DeleteReplicaRequest) Descriptor() ([]byte, []int) {
-	return file_trireme_v1_node_proto_rawDescGZIP(), []int{6}
+	return file_trireme_v1_node_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *DeleteReplicaRequest) GetVolumeId() string {
@@ -656,7 +753,7 @@ type DeleteReplicaResponse struct {
 
 func (x *DeleteReplicaResponse) Reset() {
 	*x = DeleteReplicaResponse{}
-	mi := &file_trireme_v1_node_proto_msgTypes[7]
+	mi := &file_trireme_v1_node_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -668,7 +765,7 @@ func (x *DeleteReplicaResponse) String() string {
 func (*DeleteReplicaResponse) ProtoMessage() {}
 
 func (x *DeleteReplicaResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_trireme_v1_node_proto_msgTypes[7]
+	mi := &file_trireme_v1_node_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -681,7 +778,7 @@ func (x *DeleteReplicaResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteReplicaResponse.ProtoReflect.Descriptor instead.
 func (*DeleteReplicaResponse) Descriptor() ([]byte, []int) {
-	return file_trireme_v1_node_proto_rawDescGZIP(), []int{7}
+	return file_trireme_v1_node_proto_rawDescGZIP(), []int{9}
 }
 
 type SetLayoutRequest struct {
@@ -693,7 +790,7 @@ type SetLayoutRequest struct {
 
 func (x *SetLayoutRequest) Reset() {
 	*x = SetLayoutRequest{}
-	mi := &file_trireme_v1_node_proto_msgTypes[8]
+	mi := &file_trireme_v1_node_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -705,7 +802,7 @@ func (x *SetLayoutRequest) String() string {
 func (*SetLayoutRequest) ProtoMessage() {}
 
 func (x *SetLayoutRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_trireme_v1_node_proto_msgTypes[8]
+	mi := &file_trireme_v1_node_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -718,7 +815,7 @@ func (x *SetLayoutRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetLayoutRequest.ProtoReflect.Descriptor instead.
 func (*SetLayoutRequest) Descriptor() ([]byte, []int) {
-	return file_trireme_v1_node_proto_rawDescGZIP(), []int{8}
+	return file_trireme_v1_node_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *SetLayoutRequest) GetLayout() *Layout {
@@ -737,7 +834,7 @@ type SetLayoutResponse struct {
 
 func (x *SetLayoutResponse) Reset() {
 	*x = SetLayoutResponse{}
-	mi := &file_trireme_v1_node_proto_msgTypes[9]
+	mi := &file_trireme_v1_node_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -749,7 +846,7 @@ func (x *SetLayoutResponse) String() string {
 func (*SetLayoutResponse) ProtoMessage() {}
 
 func (x *SetLayoutResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_trireme_v1_node_proto_msgTypes[9]
+	mi := &file_trireme_v1_node_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -762,7 +859,7 @@ func (x *SetLayoutResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetLayoutResponse.ProtoReflect.Descriptor instead.
 func (*SetLayoutResponse) Descriptor() ([]byte, []int) {
-	return file_trireme_v1_node_proto_rawDescGZIP(), []int{9}
+	return file_trireme_v1_node_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *SetLayoutResponse) GetVolume() *Volume {
@@ -781,7 +878,7 @@ type GetVolumeRequest struct {
 
 func (x *GetVolumeRequest) Reset() {
 	*x = GetVolumeRequest{}
-	mi := &file_trireme_v1_node_proto_msgTypes[10]
+	mi := &file_trireme_v1_node_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -793,7 +890,7 @@ func (x *GetVolumeRequest) String() string {
 func (*GetVolumeRequest) ProtoMessage() {}
 
 func (x *GetVolumeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_trireme_v1_node_proto_msgTypes[10]
+	mi := &file_trireme_v1_node_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -806,7 +903,7 @@ func (x *GetVolumeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetVolumeRequest.ProtoReflect.Descriptor instead.
 func (*GetVolumeRequest) Descriptor() ([]byte, []int) {
-	return file_trireme_v1_node_proto_rawDescGZIP(), []int{10}
+	return file_trireme_v1_node_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *GetVolumeRequest) GetVolumeId() string {
@@ -825,7 +922,7 @@ type GetVolumeResponse struct {
 
 func (x *GetVolumeResponse) Reset() {
 	*x = GetVolumeResponse{}
-	mi := &file_trireme_v1_node_proto_msgTypes[11]
+	mi := &file_trireme_v1_node_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -837,7 +934,7 @@ func (x *GetVolumeResponse) String() string {
 func (*GetVolumeResponse) ProtoMessage() {}
 
 func (x *GetVolumeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_trireme_v1_node_proto_msgTypes[11]
+	mi := &file_trireme_v1_node_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -850,7 +947,7 @@ func (x *GetVolumeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetVolumeResponse.ProtoReflect.Descriptor instead.
 func (*GetVolumeResponse) Descriptor() ([]byte, []int) {
-	return file_trireme_v1_node_proto_rawDescGZIP(), []int{11}
+	return file_trireme_v1_node_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *GetVolumeResponse) GetVolume() *Volume {
@@ -868,7 +965,7 @@ type ListVolumesRequest struct {
 
 func (x *ListVolumesRequest) Reset() {
 	*x = ListVolumesRequest{}
-	mi := &file_trireme_v1_node_proto_msgTypes[12]
+	mi := &file_trireme_v1_node_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -880,7 +977,7 @@ func (x *ListVolumesRequest) String() string {
 func (*ListVolumesRequest) ProtoMessage() {}
 
 func (x *ListVolumesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_trireme_v1_node_proto_msgTypes[12]
+	mi := &file_trireme_v1_node_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -893,7 +990,7 @@ func (x *ListVolumesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListVolumesRequest.ProtoReflect.Descriptor instead.
 func (*ListVolumesRequest) Descriptor() ([]byte, []int) {
-	return file_trireme_v1_node_proto_rawDescGZIP(), []int{12}
+	return file_trireme_v1_node_proto_rawDescGZIP(), []int{14}
 }
 
 type ListVolumesResponse struct {
@@ -907,7 +1004,7 @@ type ListVolumesResponse struct {
 
 func (x *ListVolumesResponse) Reset() {
 	*x = ListVolumesResponse{}
-	mi := &file_trireme_v1_node_proto_msgTypes[13]
+	mi := &file_trireme_v1_node_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -919,7 +1016,7 @@ func (x *ListVolumesResponse) String() string {
 func (*ListVolumesResponse) ProtoMessage() {}
 
 func (x *ListVolumesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_trireme_v1_node_proto_msgTypes[13]
+	mi := &file_trireme_v1_node_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -932,7 +1029,7 @@ func (x *ListVolumesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListVolumesResponse.ProtoReflect.Descriptor instead.
 func (*ListVolumesResponse) Descriptor() ([]byte, []int) {
-	return file_trireme_v1_node_proto_rawDescGZIP(), []int{13}
+	return file_trireme_v1_node_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *ListVolumesResponse) GetNodeId() string {
@@ -965,7 +1062,7 @@ type ChecksumReplicaRequest struct {
 
 func (x *ChecksumReplicaRequest) Reset() {
 	*x = ChecksumReplicaRequest{}
-	mi := &file_trireme_v1_node_proto_msgTypes[14]
+	mi := &file_trireme_v1_node_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -977,7 +1074,7 @@ func (x *ChecksumReplicaRequest) String() string {
 func (*ChecksumReplicaRequest) ProtoMessage() {}
 
 func (x *ChecksumReplicaRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_trireme_v1_node_proto_msgTypes[14]
+	mi := &file_trireme_v1_node_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -990,7 +1087,7 @@ func (x *ChecksumReplicaRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ChecksumReplicaRequest.ProtoReflect.Descriptor instead.
 func (*ChecksumReplicaRequest) Descriptor() ([]byte, []int) {
-	return file_trireme_v1_node_proto_rawDescGZIP(), []int{14}
+	return file_trireme_v1_node_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *ChecksumReplicaRequest) GetVolumeId() string {
@@ -1011,7 +1108,7 @@ type ChecksumReplicaResponse struct {
 
 func (x *ChecksumReplicaResponse) Reset() {
 	*x = ChecksumReplicaResponse{}
-	mi := &file_trireme_v1_node_proto_msgTypes[15]
+	mi := &file_trireme_v1_node_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1023,7 +1120,7 @@ func (x *ChecksumReplicaResponse) String() string {
 func (*ChecksumReplicaResponse) ProtoMessage() {}
 
 func (x *ChecksumReplicaResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_trireme_v1_node_proto_msgTypes[15]
+	mi := &file_trireme_v1_node_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1036,7 +1133,7 @@ func (x *ChecksumReplicaResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ChecksumReplicaResponse.ProtoReflect.Descriptor instead.
 func (*ChecksumReplicaResponse) Descriptor() ([]byte, []int) {
-	return file_trireme_v1_node_proto_rawDescGZIP(), []int{15}
+	return file_trireme_v1_node_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *ChecksumReplicaResponse) GetSha256() string {
@@ -1067,7 +1164,7 @@ type ReportReplicaFaultedRequest struct {
 
 func (x *ReportReplicaFaultedRequest) Reset() {
 	*x = ReportReplicaFaultedRequest{}
-	mi := &file_trireme_v1_node_proto_msgTypes[16]
+	mi := &file_trireme_v1_node_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1079,7 +1176,7 @@ func (x *ReportReplicaFaultedRequest) String() string {
 func (*ReportReplicaFaultedRequest) ProtoMessage() {}
 
 func (x *ReportReplicaFaultedRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_trireme_v1_node_proto_msgTypes[16]
+	mi := &file_trireme_v1_node_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1092,7 +1189,7 @@ func (x *ReportReplicaFaultedRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReportReplicaFaultedRequest.ProtoReflect.Descriptor instead.
 func (*ReportReplicaFaultedRequest) Descriptor() ([]byte, []int) {
-	return file_trireme_v1_node_proto_rawDescGZIP(), []int{16}
+	return file_trireme_v1_node_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *ReportReplicaFaultedRequest) GetVolumeId() string {
@@ -1132,7 +1229,7 @@ type ReportReplicaFaultedResponse struct {
 
 func (x *ReportReplicaFaultedResponse) Reset() {
 	*x = ReportReplicaFaultedResponse{}
-	mi := &file_trireme_v1_node_proto_msgTypes[17]
+	mi := &file_trireme_v1_node_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1144,7 +1241,7 @@ func (x *ReportReplicaFaultedResponse) String() string {
 func (*ReportReplicaFaultedResponse) ProtoMessage() {}
 
 func (x *ReportReplicaFaultedResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_trireme_v1_node_proto_msgTypes[17]
+	mi := &file_trireme_v1_node_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1157,7 +1254,7 @@ func (x *ReportReplicaFaultedResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReportReplicaFaultedResponse.ProtoReflect.Descriptor instead.
 func (*ReportReplicaFaultedResponse) Descriptor() ([]byte, []int) {
-	return file_trireme_v1_node_proto_rawDescGZIP(), []int{17}
+	return file_trireme_v1_node_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *ReportReplicaFaultedResponse) GetLayout() *Layout {
@@ -1178,7 +1275,7 @@ type ReportReplicaSyncedRequest struct {
 
 func (x *ReportReplicaSyncedRequest) Reset() {
 	*x = ReportReplicaSyncedRequest{}
-	mi := &file_trireme_v1_node_proto_msgTypes[18]
+	mi := &file_trireme_v1_node_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1190,7 +1287,7 @@ func (x *ReportReplicaSyncedRequest) String() string {
 func (*ReportReplicaSyncedRequest) ProtoMessage() {}
 
 func (x *ReportReplicaSyncedRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_trireme_v1_node_proto_msgTypes[18]
+	mi := &file_trireme_v1_node_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1203,7 +1300,7 @@ func (x *ReportReplicaSyncedRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReportReplicaSyncedRequest.ProtoReflect.Descriptor instead.
 func (*ReportReplicaSyncedRequest) Descriptor() ([]byte, []int) {
-	return file_trireme_v1_node_proto_rawDescGZIP(), []int{18}
+	return file_trireme_v1_node_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *ReportReplicaSyncedRequest) GetVolumeId() string {
@@ -1236,7 +1333,7 @@ type ReportReplicaSyncedResponse struct {
 
 func (x *ReportReplicaSyncedResponse) Reset() {
 	*x = ReportReplicaSyncedResponse{}
-	mi := &file_trireme_v1_node_proto_msgTypes[19]
+	mi := &file_trireme_v1_node_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1248,7 +1345,7 @@ func (x *ReportReplicaSyncedResponse) String() string {
 func (*ReportReplicaSyncedResponse) ProtoMessage() {}
 
 func (x *ReportReplicaSyncedResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_trireme_v1_node_proto_msgTypes[19]
+	mi := &file_trireme_v1_node_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1261,7 +1358,7 @@ func (x *ReportReplicaSyncedResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReportReplicaSyncedResponse.ProtoReflect.Descriptor instead.
 func (*ReportReplicaSyncedResponse) Descriptor() ([]byte, []int) {
-	return file_trireme_v1_node_proto_rawDescGZIP(), []int{19}
+	return file_trireme_v1_node_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *ReportReplicaSyncedResponse) GetLayout() *Layout {
@@ -1295,7 +1392,7 @@ type RegisterNodeRequest struct {
 
 func (x *RegisterNodeRequest) Reset() {
 	*x = RegisterNodeRequest{}
-	mi := &file_trireme_v1_node_proto_msgTypes[20]
+	mi := &file_trireme_v1_node_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1307,7 +1404,7 @@ func (x *RegisterNodeRequest) String() string {
 func (*RegisterNodeRequest) ProtoMessage() {}
 
 func (x *RegisterNodeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_trireme_v1_node_proto_msgTypes[20]
+	mi := &file_trireme_v1_node_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1320,7 +1417,7 @@ func (x *RegisterNodeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegisterNodeRequest.ProtoReflect.Descriptor instead.
 func (*RegisterNodeRequest) Descriptor() ([]byte, []int) {
-	return file_trireme_v1_node_proto_rawDescGZIP(), []int{20}
+	return file_trireme_v1_node_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *RegisterNodeRequest) GetNodeId() string {
@@ -1390,7 +1487,7 @@ type RegisterNodeResponse struct {
 
 func (x *RegisterNodeResponse) Reset() {
 	*x = RegisterNodeResponse{}
-	mi := &file_trireme_v1_node_proto_msgTypes[21]
+	mi := &file_trireme_v1_node_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1402,7 +1499,7 @@ func (x *RegisterNodeResponse) String() string {
 func (*RegisterNodeResponse) ProtoMessage() {}
 
 func (x *RegisterNodeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_trireme_v1_node_proto_msgTypes[21]
+	mi := &file_trireme_v1_node_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1415,7 +1512,7 @@ func (x *RegisterNodeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegisterNodeResponse.ProtoReflect.Descriptor instead.
 func (*RegisterNodeResponse) Descriptor() ([]byte, []int) {
-	return file_trireme_v1_node_proto_rawDescGZIP(), []int{21}
+	return file_trireme_v1_node_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *RegisterNodeResponse) GetHeartbeatIntervalMs() int64 {
@@ -1436,7 +1533,7 @@ type HeartbeatRequest struct {
 
 func (x *HeartbeatRequest) Reset() {
 	*x = HeartbeatRequest{}
-	mi := &file_trireme_v1_node_proto_msgTypes[22]
+	mi := &file_trireme_v1_node_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1448,7 +1545,7 @@ func (x *HeartbeatRequest) String() string {
 func (*HeartbeatRequest) ProtoMessage() {}
 
 func (x *HeartbeatRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_trireme_v1_node_proto_msgTypes[22]
+	mi := &file_trireme_v1_node_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1461,7 +1558,7 @@ func (x *HeartbeatRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HeartbeatRequest.ProtoReflect.Descriptor instead.
 func (*HeartbeatRequest) Descriptor() ([]byte, []int) {
-	return file_trireme_v1_node_proto_rawDescGZIP(), []int{22}
+	return file_trireme_v1_node_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *HeartbeatRequest) GetNodeId() string {
@@ -1486,7 +1583,7 @@ type HeartbeatResponse struct {
 
 func (x *HeartbeatResponse) Reset() {
 	*x = HeartbeatResponse{}
-	mi := &file_trireme_v1_node_proto_msgTypes[23]
+	mi := &file_trireme_v1_node_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1498,7 +1595,7 @@ func (x *HeartbeatResponse) String() string {
 func (*HeartbeatResponse) ProtoMessage() {}
 
 func (x *HeartbeatResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_trireme_v1_node_proto_msgTypes[23]
+	mi := &file_trireme_v1_node_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1511,7 +1608,7 @@ func (x *HeartbeatResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HeartbeatResponse.ProtoReflect.Descriptor instead.
 func (*HeartbeatResponse) Descriptor() ([]byte, []int) {
-	return file_trireme_v1_node_proto_rawDescGZIP(), []int{23}
+	return file_trireme_v1_node_proto_rawDescGZIP(), []int{25}
 }
 
 type LocateVolumeRequest struct {
@@ -1523,7 +1620,7 @@ type LocateVolumeRequest struct {
 
 func (x *LocateVolumeRequest) Reset() {
 	*x = LocateVolumeRequest{}
-	mi := &file_trireme_v1_node_proto_msgTypes[24]
+	mi := &file_trireme_v1_node_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1535,7 +1632,7 @@ func (x *LocateVolumeRequest) String() string {
 func (*LocateVolumeRequest) ProtoMessage() {}
 
 func (x *LocateVolumeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_trireme_v1_node_proto_msgTypes[24]
+	mi := &file_trireme_v1_node_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1548,7 +1645,7 @@ func (x *LocateVolumeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LocateVolumeRequest.ProtoReflect.Descriptor instead.
 func (*LocateVolumeRequest) Descriptor() ([]byte, []int) {
-	return file_trireme_v1_node_proto_rawDescGZIP(), []int{24}
+	return file_trireme_v1_node_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *LocateVolumeRequest) GetVolumeId() string {
@@ -1578,7 +1675,7 @@ type LocateVolumeResponse struct {
 
 func (x *LocateVolumeResponse) Reset() {
 	*x = LocateVolumeResponse{}
-	mi := &file_trireme_v1_node_proto_msgTypes[25]
+	mi := &file_trireme_v1_node_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1590,7 +1687,7 @@ func (x *LocateVolumeResponse) String() string {
 func (*LocateVolumeResponse) ProtoMessage() {}
 
 func (x *LocateVolumeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_trireme_v1_node_proto_msgTypes[25]
+	mi := &file_trireme_v1_node_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1603,7 +1700,7 @@ func (x *LocateVolumeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LocateVolumeResponse.ProtoReflect.Descriptor instead.
 func (*LocateVolumeResponse) Descriptor() ([]byte, []int) {
-	return file_trireme_v1_node_proto_rawDescGZIP(), []int{25}
+	return file_trireme_v1_node_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *LocateVolumeResponse) GetLayout() *Layout {
@@ -1686,6 +1783,12 @@ const file_trireme_v1_node_proto_rawDesc = "" +
 	"\n" +
 	"size_bytes\x18\x02 \x01(\x03R\tsizeBytes\"C\n" +
 	"\x15CreateReplicaResponse\x12*\n" +
+	"\x06volume\x18\x01 \x01(\v2\x12.trireme.v1.VolumeR\x06volume\"R\n" +
+	"\x14ExpandReplicaRequest\x12\x1b\n" +
+	"\tvolume_id\x18\x01 \x01(\tR\bvolumeId\x12\x1d\n" +
+	"\n" +
+	"size_bytes\x18\x02 \x01(\x03R\tsizeBytes\"C\n" +
+	"\x15ExpandReplicaResponse\x12*\n" +
 	"\x06volume\x18\x01 \x01(\v2\x12.trireme.v1.VolumeR\x06volume\"3\n" +
 	"\x14DeleteReplicaRequest\x12\x1b\n" +
 	"\tvolume_id\x18\x01 \x01(\tR\bvolumeId\"\x17\n" +
@@ -1760,9 +1863,10 @@ const file_trireme_v1_node_proto_rawDesc = "" +
 	"\x04Role\x12\x14\n" +
 	"\x10ROLE_UNSPECIFIED\x10\x00\x12\x10\n" +
 	"\fROLE_PRIMARY\x10\x01\x12\x10\n" +
-	"\fROLE_REPLICA\x10\x022\xf2\x03\n" +
+	"\fROLE_REPLICA\x10\x022\xc8\x04\n" +
 	"\x04Node\x12T\n" +
 	"\rCreateReplica\x12 .trireme.v1.CreateReplicaRequest\x1a!.trireme.v1.CreateReplicaResponse\x12T\n" +
+	"\rExpandReplica\x12 .trireme.v1.ExpandReplicaRequest\x1a!.trireme.v1.ExpandReplicaResponse\x12T\n" +
 	"\rDeleteReplica\x12 .trireme.v1.DeleteReplicaRequest\x1a!.trireme.v1.DeleteReplicaResponse\x12H\n" +
 	"\tSetLayout\x12\x1c.trireme.v1.SetLayoutRequest\x1a\x1d.trireme.v1.SetLayoutResponse\x12H\n" +
 	"\tGetVolume\x12\x1c.trireme.v1.GetVolumeRequest\x1a\x1d.trireme.v1.GetVolumeResponse\x12N\n" +
@@ -1790,7 +1894,7 @@ func file_trireme_v1_node_proto_rawDescGZIP() []byte {
 }
 
 var file_trireme_v1_node_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_trireme_v1_node_proto_msgTypes = make([]protoimpl.MessageInfo, 27)
+var file_trireme_v1_node_proto_msgTypes = make([]protoimpl.MessageInfo, 29)
 var file_trireme_v1_node_proto_goTypes = []any{
 	(ReplicaState)(0),                    // 0: trireme.v1.ReplicaState
 	(Role)(0),                            // 1: trireme.v1.Role
@@ -1800,27 +1904,29 @@ var file_trireme_v1_node_proto_goTypes = []any{
 	(*Volume)(nil),                       // 5: trireme.v1.Volume
 	(*CreateReplicaRequest)(nil),         // 6: trireme.v1.CreateReplicaRequest
 	(*CreateReplicaResponse)(nil),        // 7: trireme.v1.CreateReplicaResponse
-	(*DeleteReplicaRequest)(nil),         // 8: trireme.v1.DeleteReplicaRequest
-	(*DeleteReplicaResponse)(nil),        // 9: trireme.v1.DeleteReplicaResponse
-	(*SetLayoutRequest)(nil),             // 10: trireme.v1.SetLayoutRequest
-	(*SetLayoutResponse)(nil),            // 11: trireme.v1.SetLayoutResponse
-	(*GetVolumeRequest)(nil),             // 12: trireme.v1.GetVolumeRequest
-	(*GetVolumeResponse)(nil),            // 13: trireme.v1.GetVolumeResponse
-	(*ListVolumesRequest)(nil),           // 14: trireme.v1.ListVolumesRequest
-	(*ListVolumesResponse)(nil),          // 15: trireme.v1.ListVolumesResponse
-	(*ChecksumReplicaRequest)(nil),       // 16: trireme.v1.ChecksumReplicaRequest
-	(*ChecksumReplicaResponse)(nil),      // 17: trireme.v1.ChecksumReplicaResponse
-	(*ReportReplicaFaultedRequest)(nil),  // 18: trireme.v1.ReportReplicaFaultedRequest
-	(*ReportReplicaFaultedResponse)(nil), // 19: trireme.v1.ReportReplicaFaultedResponse
-	(*ReportReplicaSyncedRequest)(nil),   // 20: trireme.v1.ReportReplicaSyncedRequest
-	(*ReportReplicaSyncedResponse)(nil),  // 21: trireme.v1.ReportReplicaSyncedResponse
-	(*RegisterNodeRequest)(nil),          // 22: trireme.v1.RegisterNodeRequest
-	(*RegisterNodeResponse)(nil),         // 23: trireme.v1.RegisterNodeResponse
-	(*HeartbeatRequest)(nil),             // 24: trireme.v1.HeartbeatRequest
-	(*HeartbeatResponse)(nil),            // 25: trireme.v1.HeartbeatResponse
-	(*LocateVolumeRequest)(nil),          // 26: trireme.v1.LocateVolumeRequest
-	(*LocateVolumeResponse)(nil),         // 27: trireme.v1.LocateVolumeResponse
-	nil,                                  // 28: trireme.v1.RegisterNodeRequest.TopologyEntry
+	(*ExpandReplicaRequest)(nil),         // 8: trireme.v1.ExpandReplicaRequest
+	(*ExpandReplicaResponse)(nil),        // 9: trireme.v1.ExpandReplicaResponse
+	(*DeleteReplicaRequest)(nil),         // 10: trireme.v1.DeleteReplicaRequest
+	(*DeleteReplicaResponse)(nil),        // 11: trireme.v1.DeleteReplicaResponse
+	(*SetLayoutRequest)(nil),             // 12: trireme.v1.SetLayoutRequest
+	(*SetLayoutResponse)(nil),            // 13: trireme.v1.SetLayoutResponse
+	(*GetVolumeRequest)(nil),             // 14: trireme.v1.GetVolumeRequest
+	(*GetVolumeResponse)(nil),            // 15: trireme.v1.GetVolumeResponse
+	(*ListVolumesRequest)(nil),           // 16: trireme.v1.ListVolumesRequest
+	(*ListVolumesResponse)(nil),          // 17: trireme.v1.ListVolumesResponse
+	(*ChecksumReplicaRequest)(nil),       // 18: trireme.v1.ChecksumReplicaRequest
+	(*ChecksumReplicaResponse)(nil),      // 19: trireme.v1.ChecksumReplicaResponse
+	(*ReportReplicaFaultedRequest)(nil),  // 20: trireme.v1.ReportReplicaFaultedRequest
+	(*ReportReplicaFaultedResponse)(nil), // 21: trireme.v1.ReportReplicaFaultedResponse
+	(*ReportReplicaSyncedRequest)(nil),   // 22: trireme.v1.ReportReplicaSyncedRequest
+	(*ReportReplicaSyncedResponse)(nil),  // 23: trireme.v1.ReportReplicaSyncedResponse
+	(*RegisterNodeRequest)(nil),          // 24: trireme.v1.RegisterNodeRequest
+	(*RegisterNodeResponse)(nil),         // 25: trireme.v1.RegisterNodeResponse
+	(*HeartbeatRequest)(nil),             // 26: trireme.v1.HeartbeatRequest
+	(*HeartbeatResponse)(nil),            // 27: trireme.v1.HeartbeatResponse
+	(*LocateVolumeRequest)(nil),          // 28: trireme.v1.LocateVolumeRequest
+	(*LocateVolumeResponse)(nil),         // 29: trireme.v1.LocateVolumeResponse
+	nil,                                  // 30: trireme.v1.RegisterNodeRequest.TopologyEntry
 }
 var file_trireme_v1_node_proto_depIdxs = []int32{
 	0,  // 0: trireme.v1.ReplicaInfo.state:type_name -> trireme.v1.ReplicaState
@@ -1830,41 +1936,44 @@ var file_trireme_v1_node_proto_depIdxs = []int32{
 	3,  // 4: trireme.v1.Volume.layout:type_name -> trireme.v1.Layout
 	4,  // 5: trireme.v1.Volume.replicas:type_name -> trireme.v1.ReplicaStatus
 	5,  // 6: trireme.v1.CreateReplicaResponse.volume:type_name -> trireme.v1.Volume
-	3,  // 7: trireme.v1.SetLayoutRequest.layout:type_name -> trireme.v1.Layout
-	5,  // 8: trireme.v1.SetLayoutResponse.volume:type_name -> trireme.v1.Volume
-	5,  // 9: trireme.v1.GetVolumeResponse.volume:type_name -> trireme.v1.Volume
-	5,  // 10: trireme.v1.ListVolumesResponse.volumes:type_name -> trireme.v1.Volume
-	3,  // 11: trireme.v1.ReportReplicaFaultedResponse.layout:type_name -> trireme.v1.Layout
-	3,  // 12: trireme.v1.ReportReplicaSyncedResponse.layout:type_name -> trireme.v1.Layout
-	28, // 13: trireme.v1.RegisterNodeRequest.topology:type_name -> trireme.v1.RegisterNodeRequest.TopologyEntry
-	3,  // 14: trireme.v1.LocateVolumeResponse.layout:type_name -> trireme.v1.Layout
-	6,  // 15: trireme.v1.Node.CreateReplica:input_type -> trireme.v1.CreateReplicaRequest
-	8,  // 16: trireme.v1.Node.DeleteReplica:input_type -> trireme.v1.DeleteReplicaRequest
-	10, // 17: trireme.v1.Node.SetLayout:input_type -> trireme.v1.SetLayoutRequest
-	12, // 18: trireme.v1.Node.GetVolume:input_type -> trireme.v1.GetVolumeRequest
-	14, // 19: trireme.v1.Node.ListVolumes:input_type -> trireme.v1.ListVolumesRequest
-	16, // 20: trireme.v1.Node.ChecksumReplica:input_type -> trireme.v1.ChecksumReplicaRequest
-	18, // 21: trireme.v1.Controller.ReportReplicaFaulted:input_type -> trireme.v1.ReportReplicaFaultedRequest
-	20, // 22: trireme.v1.Controller.ReportReplicaSynced:input_type -> trireme.v1.ReportReplicaSyncedRequest
-	22, // 23: trireme.v1.Registry.RegisterNode:input_type -> trireme.v1.RegisterNodeRequest
-	24, // 24: trireme.v1.Registry.Heartbeat:input_type -> trireme.v1.HeartbeatRequest
-	26, // 25: trireme.v1.Registry.LocateVolume:input_type -> trireme.v1.LocateVolumeRequest
-	7,  // 26: trireme.v1.Node.CreateReplica:output_type -> trireme.v1.CreateReplicaResponse
-	9,  // 27: trireme.v1.Node.DeleteReplica:output_type -> trireme.v1.DeleteReplicaResponse
-	11, // 28: trireme.v1.Node.SetLayout:output_type -> trireme.v1.SetLayoutResponse
-	13, // 29: trireme.v1.Node.GetVolume:output_type -> trireme.v1.GetVolumeResponse
-	15, // 30: trireme.v1.Node.ListVolumes:output_type -> trireme.v1.ListVolumesResponse
-	17, // 31: trireme.v1.Node.ChecksumReplica:output_type -> trireme.v1.ChecksumReplicaResponse
-	19, // 32: trireme.v1.Controller.ReportReplicaFaulted:output_type -> trireme.v1.ReportReplicaFaultedResponse
-	21, // 33: trireme.v1.Controller.ReportReplicaSynced:output_type -> trireme.v1.ReportReplicaSyncedResponse
-	23, // 34: trireme.v1.Registry.RegisterNode:output_type -> trireme.v1.RegisterNodeResponse
-	25, // 35: trireme.v1.Registry.Heartbeat:output_type -> trireme.v1.HeartbeatResponse
-	27, // 36: trireme.v1.Registry.LocateVolume:output_type -> trireme.v1.LocateVolumeResponse
-	26, // [26:37] is the sub-list for method output_type
-	15, // [15:26] is the sub-list for method input_type
-	15, // [15:15] is the sub-list for extension type_name
-	15, // [15:15] is the sub-list for extension extendee
-	0,  // [0:15] is the sub-list for field type_name
+	5,  // 7: trireme.v1.ExpandReplicaResponse.volume:type_name -> trireme.v1.Volume
+	3,  // 8: trireme.v1.SetLayoutRequest.layout:type_name -> trireme.v1.Layout
+	5,  // 9: trireme.v1.SetLayoutResponse.volume:type_name -> trireme.v1.Volume
+	5,  // 10: trireme.v1.GetVolumeResponse.volume:type_name -> trireme.v1.Volume
+	5,  // 11: trireme.v1.ListVolumesResponse.volumes:type_name -> trireme.v1.Volume
+	3,  // 12: trireme.v1.ReportReplicaFaultedResponse.layout:type_name -> trireme.v1.Layout
+	3,  // 13: trireme.v1.ReportReplicaSyncedResponse.layout:type_name -> trireme.v1.Layout
+	30, // 14: trireme.v1.RegisterNodeRequest.topology:type_name -> trireme.v1.RegisterNodeRequest.TopologyEntry
+	3,  // 15: trireme.v1.LocateVolumeResponse.layout:type_name -> trireme.v1.Layout
+	6,  // 16: trireme.v1.Node.CreateReplica:input_type -> trireme.v1.CreateReplicaRequest
+	8,  // 17: trireme.v1.Node.ExpandReplica:input_type -> trireme.v1.ExpandReplicaRequest
+	10, // 18: trireme.v1.Node.DeleteReplica:input_type -> trireme.v1.DeleteReplicaRequest
+	12, // 19: trireme.v1.Node.SetLayout:input_type -> trireme.v1.SetLayoutRequest
+	14, // 20: trireme.v1.Node.GetVolume:input_type -> trireme.v1.GetVolumeRequest
+	16, // 21: trireme.v1.Node.ListVolumes:input_type -> trireme.v1.ListVolumesRequest
+	18, // 22: trireme.v1.Node.ChecksumReplica:input_type -> trireme.v1.ChecksumReplicaRequest
+	20, // 23: trireme.v1.Controller.ReportReplicaFaulted:input_type -> trireme.v1.ReportReplicaFaultedRequest
+	22, // 24: trireme.v1.Controller.ReportReplicaSynced:input_type -> trireme.v1.ReportReplicaSyncedRequest
+	24, // 25: trireme.v1.Registry.RegisterNode:input_type -> trireme.v1.RegisterNodeRequest
+	26, // 26: trireme.v1.Registry.Heartbeat:input_type -> trireme.v1.HeartbeatRequest
+	28, // 27: trireme.v1.Registry.LocateVolume:input_type -> trireme.v1.LocateVolumeRequest
+	7,  // 28: trireme.v1.Node.CreateReplica:output_type -> trireme.v1.CreateReplicaResponse
+	9,  // 29: trireme.v1.Node.ExpandReplica:output_type -> trireme.v1.ExpandReplicaResponse
+	11, // 30: trireme.v1.Node.DeleteReplica:output_type -> trireme.v1.DeleteReplicaResponse
+	13, // 31: trireme.v1.Node.SetLayout:output_type -> trireme.v1.SetLayoutResponse
+	15, // 32: trireme.v1.Node.GetVolume:output_type -> trireme.v1.GetVolumeResponse
+	17, // 33: trireme.v1.Node.ListVolumes:output_type -> trireme.v1.ListVolumesResponse
+	19, // 34: trireme.v1.Node.ChecksumReplica:output_type -> trireme.v1.ChecksumReplicaResponse
+	21, // 35: trireme.v1.Controller.ReportReplicaFaulted:output_type -> trireme.v1.ReportReplicaFaultedResponse
+	23, // 36: trireme.v1.Controller.ReportReplicaSynced:output_type -> trireme.v1.ReportReplicaSyncedResponse
+	25, // 37: trireme.v1.Registry.RegisterNode:output_type -> trireme.v1.RegisterNodeResponse
+	27, // 38: trireme.v1.Registry.Heartbeat:output_type -> trireme.v1.HeartbeatResponse
+	29, // 39: trireme.v1.Registry.LocateVolume:output_type -> trireme.v1.LocateVolumeResponse
+	28, // [28:40] is the sub-list for method output_type
+	16, // [16:28] is the sub-list for method input_type
+	16, // [16:16] is the sub-list for extension type_name
+	16, // [16:16] is the sub-list for extension extendee
+	0,  // [0:16] is the sub-list for field type_name
 }
 
 func init() { file_trireme_v1_node_proto_init() }
@@ -1878,7 +1987,7 @@ func file_trireme_v1_node_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_trireme_v1_node_proto_rawDesc), len(file_trireme_v1_node_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   27,
+			NumMessages:   29,
 			NumExtensions: 0,
 			NumServices:   3,
 		},

@@ -27,6 +27,7 @@ const _ = grpc.SupportPackageIsVersion9
 
 const (
 	Node_CreateReplica_FullMethodName   = "/trireme.v1.Node/CreateReplica"
+	Node_ExpandReplica_FullMethodName   = "/trireme.v1.Node/ExpandReplica"
 	Node_DeleteReplica_FullMethodName   = "/trireme.v1.Node/DeleteReplica"
 	Node_SetLayout_FullMethodName       = "/trireme.v1.Node/SetLayout"
 	Node_GetVolume_FullMethodName       = "/trireme.v1.Node/GetVolume"
@@ -49,6 +50,12 @@ type NodeClient interface {
 	// with the same size is returned as is; one with another size is
 	// ALREADY_EXISTS.
 	CreateReplica(ctx context.Context, in *CreateReplicaRequest, opts ...grpc.CallOption) (*CreateReplicaResponse, error)
+	// ExpandReplica grows the local replica to size_bytes; the new range
+	// reads as zeroes. It is idempotent: a replica of that size already is
+	// returned as is. A larger replica is OUT_OF_RANGE: replicas never
+	// shrink. A primary keeps serving its layout's size until a layout with
+	// the new size arrives.
+	ExpandReplica(ctx context.Context, in *ExpandReplicaRequest, opts ...grpc.CallOption) (*ExpandReplicaResponse, error)
 	// DeleteReplica stops serving the volume (as primary too) and removes the
 	// local replica. Deleting a missing replica succeeds.
 	DeleteReplica(ctx context.Context, in *DeleteReplicaRequest, opts ...grpc.CallOption) (*DeleteReplicaResponse, error)
@@ -83,6 +90,16 @@ func (c *nodeClient) CreateReplica(ctx context.Context, in *CreateReplicaRequest
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(CreateReplicaResponse)
 	err := c.cc.Invoke(ctx, Node_CreateReplica_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *nodeClient) ExpandReplica(ctx context.Context, in *ExpandReplicaRequest, opts ...grpc.CallOption) (*ExpandReplicaResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ExpandReplicaResponse)
+	err := c.cc.Invoke(ctx, Node_ExpandReplica_FullMethodName, in, out, cOpts...)
 	if err != nil {
 		return nil, err
 	}
@@ -154,6 +171,12 @@ type NodeServer interface {
 	// with the same size is returned as is; one with another size is
 	// ALREADY_EXISTS.
 	CreateReplica(context.Context, *CreateReplicaRequest) (*CreateReplicaResponse, error)
+	// ExpandReplica grows the local replica to size_bytes; the new range
+	// reads as zeroes. It is idempotent: a replica of that size already is
+	// returned as is. A larger replica is OUT_OF_RANGE: replicas never
+	// shrink. A primary keeps serving its layout's size until a layout with
+	// the new size arrives.
+	ExpandReplica(context.Context, *ExpandReplicaRequest) (*ExpandReplicaResponse, error)
 	// DeleteReplica stops serving the volume (as primary too) and removes the
 	// local replica. Deleting a missing replica succeeds.
 	DeleteReplica(context.Context, *DeleteReplicaRequest) (*DeleteReplicaResponse, error)
@@ -186,6 +209,9 @@ type UnimplementedNodeServer struct{}
 
 func (UnimplementedNodeServer) CreateReplica(context.Context, *CreateReplicaRequest) (*CreateReplicaResponse, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method CreateReplica not implemented")
+}
+func (UnimplementedNodeServer) ExpandReplica(context.Context, *ExpandReplicaRequest) (*ExpandReplicaResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method ExpandReplica not implemented")
 }
 func (UnimplementedNodeServer) DeleteReplica(context.Context, *DeleteReplicaRequest) (*DeleteReplicaResponse, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method DeleteReplica not implemented")
@@ -237,6 +263,24 @@ func _Node_CreateReplica_Handler(srv interface{}, ctx context.Context, dec func(
 	}
 	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
 		return srv.(NodeServer).CreateReplica(ctx, req.(*CreateReplicaRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Node_ExpandReplica_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ExpandReplicaRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(NodeServer).ExpandReplica(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Node_ExpandReplica_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(NodeServer).ExpandReplica(ctx, req.(*ExpandReplicaRequest))
 	}
 	return interceptor(ctx, in, info, handler)
 }
@@ -341,6 +385,10 @@ var Node_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "CreateReplica",
 			Handler:    _Node_CreateReplica_Handler,
+		},
+		{
+			MethodName: "ExpandReplica",
+			Handler:    _Node_ExpandReplica_Handler,
 		},
 		{
 			MethodName: "DeleteReplica",
