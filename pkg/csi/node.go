@@ -10,6 +10,7 @@ import (
 	csipb "github.com/container-storage-interface/spec/lib/go/csi"
 	"k8s.io/klog/v2"
 	"k8s.io/mount-utils"
+	"k8s.io/utils/exec"
 
 	"github.com/trireme-csi/trireme/pkg/frontend"
 )
@@ -31,6 +32,16 @@ type Mounter interface {
 type Attached interface {
 	Device() string
 	Detach(ctx context.Context) error
+	// Resize grows the device to the volume's current size, when the
+	// volume grew, and returns the device's size in bytes.
+	Resize(ctx context.Context) (int64, error)
+}
+
+// FilesystemResizer grows the filesystem on a device to fill it, online:
+// ext4 with resize2fs on the device, xfs with xfs_growfs on the mount
+// point. *mount.ResizeFs implements it.
+type FilesystemResizer interface {
+	Resize(devicePath, deviceMountPath string) (bool, error)
 }
 
 // Attacher presents a volume as a block device; frontend.Attach in
@@ -81,6 +92,9 @@ type NodeConfig struct {
 	Mounter Mounter
 	// Attach attaches volumes; nil means frontend.Attach.
 	Attach Attacher
+	// Resizer grows filesystems; nil means the host's resize2fs and
+	// xfs_growfs.
+	Resizer FilesystemResizer
 	// IOTimeout bounds how long one I/O waits for a primary across
 	// reconnections; zero means the frontend's default.
 	IOTimeout time.Duration
@@ -126,6 +140,9 @@ func NewNodeServer(cfg NodeConfig) (*NodeServer, error) {
 	if cfg.Attach == nil {
 		cfg.Attach = attachFrontend
 	}
+	if cfg.Resizer == nil {
+		cfg.Resizer = mount.NewResizeFs(exec.New())
+	}
 	return &NodeServer{
 		cfg: cfg, state: stateStore{dir: cfg.StateDir}, inflight: newInflight(),
 		staged: map[string]*stageRecord{}, attached: map[string]Attached{},
@@ -145,6 +162,7 @@ var nodeCaps = []csipb.NodeServiceCapability_RPC_Type{
 	csipb.NodeServiceCapability_RPC_STAGE_UNSTAGE_VOLUME,
 	csipb.NodeServiceCapability_RPC_GET_VOLUME_STATS,
 	csipb.NodeServiceCapability_RPC_VOLUME_CONDITION,
+	csipb.NodeServiceCapability_RPC_EXPAND_VOLUME,
 }
 
 // NodeGetCapabilities implements csipb.NodeServer.

@@ -29,6 +29,10 @@ var (
 	errTooManyVolumes   = errors.New("node stages as many volumes as it may")
 	errAccessTypeChange = errors.New("access type differs from the staged one")
 	errInvalidTarget    = errors.New("invalid target path")
+	errAccessTypeDiffer = errors.New("volume_capability access type differs from the staged volume's")
+	errNotAttached      = errors.New("volume is staged but not attached now")
+	errCapacity         = errors.New("volume size is outside the capacity range")
+	errReadOnlyFS       = errors.New("filesystem is mounted read-only and cannot grow")
 )
 
 // nodeErrorCodes maps the Node service's errors to CSI codes, first match
@@ -39,6 +43,10 @@ var nodeErrorCodes = []struct {
 }{
 	{ErrVolumeNotFound, codes.NotFound},
 	{errInvalidTarget, codes.InvalidArgument},
+	{errAccessTypeDiffer, codes.InvalidArgument},
+	{errCapacity, codes.OutOfRange},
+	{errReadOnlyFS, codes.FailedPrecondition},
+	{errNotAttached, codes.Unavailable},
 	{errNotAtPath, codes.NotFound},
 	{ErrLocatorUnavailable, codes.Unavailable},
 	{errNotStaged, codes.FailedPrecondition},

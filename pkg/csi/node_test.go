@@ -71,10 +71,37 @@ func (l *fakeLocator) Health(ctx context.Context, id string) (VolumeHealth, erro
 // that exists everywhere.
 type fakeAttached struct {
 	detached *int
+	dev      *fakeDevice // nil: Resize fails
 }
 
 func (a fakeAttached) Device() string                   { return "/dev/null" }
 func (a fakeAttached) Detach(ctx context.Context) error { *a.detached++; return nil }
+
+func (a fakeAttached) Resize(ctx context.Context) (int64, error) {
+	if a.dev == nil {
+		return 0, errors.New("fake device cannot resize")
+	}
+	a.dev.resizes++
+	return a.dev.size, a.dev.err
+}
+
+// fakeDevice is the size an attached volume grows to on Resize.
+type fakeDevice struct {
+	size    int64
+	err     error
+	resizes int
+}
+
+// fakeResizer records the filesystems it was asked to grow.
+type fakeResizer struct {
+	calls []string // device + " " + mount path
+	err   error
+}
+
+func (r *fakeResizer) Resize(device, mountPath string) (bool, error) {
+	r.calls = append(r.calls, device+" "+mountPath)
+	return r.err == nil, r.err
+}
 
 // fakeMounter formats nothing and mounts in memory.
 type fakeMounter struct{ *mount.FakeMounter }
@@ -90,6 +117,8 @@ type nodeEnv struct {
 	mounter  fakeMounter
 	dir      string
 	detached int
+	dev      fakeDevice
+	resizer  fakeResizer
 }
 
 func newNodeEnv(t *testing.T) *nodeEnv {
@@ -107,9 +136,9 @@ func (e *nodeEnv) newServer(t *testing.T) *NodeServer {
 	s, err := NewNodeServer(NodeConfig{
 		NodeID: "node-a", Topology: map[string]string{"topology.kubernetes.io/zone": "zone-a", DriverZoneKey: "zone-a"},
 		MaxVolumes: 8, StateDir: filepath.Join(e.dir, "state"), MountDir: filepath.Join(e.dir, "attach"),
-		Locator: e.loc, Mounter: e.mounter,
+		Locator: e.loc, Mounter: e.mounter, Resizer: &e.resizer,
 		Attach: func(context.Context, frontend.AttachOptions) (Attached, error) {
-			return fakeAttached{detached: &e.detached}, nil
+			return fakeAttached{detached: &e.detached, dev: &e.dev}, nil
 		},
 	})
 	if err != nil {
@@ -592,6 +621,7 @@ func TestNodeGetCapabilities(t *testing.T) {
 		csipb.NodeServiceCapability_RPC_STAGE_UNSTAGE_VOLUME,
 		csipb.NodeServiceCapability_RPC_GET_VOLUME_STATS,
 		csipb.NodeServiceCapability_RPC_VOLUME_CONDITION,
+		csipb.NodeServiceCapability_RPC_EXPAND_VOLUME,
 	}
 	if !slices.Equal(got, want) {
 		t.Errorf("capabilities %v, want %v", got, want)

@@ -158,3 +158,59 @@ func validateStats(req *csipb.NodeGetVolumeStatsRequest) error {
 	}
 	return nil
 }
+
+// expandRequest is a validated NodeExpandVolume.
+type expandRequest struct {
+	volumeID string
+	path     string // as given; a relative one names no volume
+	staging  string // "" when not given
+	required int64
+	limit    int64
+	// hasCapability says volume_capability was given, and block is its
+	// access type.
+	hasCapability bool
+	block         bool
+}
+
+// validateExpand checks a NodeExpandVolume request. As in
+// validateStats, a relative volume path is left to the handler: it
+// names no volume, which is NOT_FOUND.
+func validateExpand(req *csipb.NodeExpandVolumeRequest) (expandRequest, error) {
+	if err := validateVolumeID(req.GetVolumeId()); err != nil {
+		return expandRequest{}, err
+	}
+	if req.GetVolumePath() == "" {
+		return expandRequest{}, status.Error(codes.InvalidArgument, "volume_path: required")
+	}
+	er := expandRequest{volumeID: req.GetVolumeId(), path: req.GetVolumePath()}
+	if p := req.GetStagingTargetPath(); p != "" {
+		if err := validatePath("staging_target_path", p); err != nil {
+			return expandRequest{}, err
+		}
+		er.staging = filepath.Clean(p)
+	}
+	var err error
+	if er.required, er.limit, err = validateExpandRange(req.GetCapacityRange()); err != nil {
+		return expandRequest{}, err
+	}
+	if c := req.GetVolumeCapability(); c != nil {
+		if er.block, _, err = validateNodeCapability(c, nil); err != nil {
+			return expandRequest{}, err
+		}
+		er.hasCapability = true
+	}
+	return er, nil
+}
+
+// validateExpandRange checks the capacity range of an expansion: no
+// negative bytes, and a limit, when set, at least the required bytes.
+func validateExpandRange(r *csipb.CapacityRange) (required, limit int64, err error) {
+	required, limit = r.GetRequiredBytes(), r.GetLimitBytes()
+	switch {
+	case required < 0 || limit < 0:
+		return 0, 0, status.Errorf(codes.InvalidArgument, "capacity_range: negative bytes (required %d, limit %d)", required, limit)
+	case limit > 0 && required > limit:
+		return 0, 0, status.Errorf(codes.InvalidArgument, "capacity_range: required_bytes %d exceeds limit_bytes %d", required, limit)
+	}
+	return required, limit, nil
+}
