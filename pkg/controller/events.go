@@ -16,6 +16,9 @@ const (
 	// ReasonReplicaReplaced: a lost replica was replaced by a new one on
 	// another node.
 	ReasonReplicaReplaced = "ReplicaReplaced"
+	// ReasonExpanded: the volume grew; the filesystem on it grows when
+	// its node expands it.
+	ReasonExpanded = "Expanded"
 )
 
 // EventSink records events about volumes where operators look for them:

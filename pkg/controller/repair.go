@@ -11,6 +11,8 @@ import (
 	"sync"
 	"time"
 
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	"k8s.io/klog/v2"
 
 	"github.com/trireme-csi/trireme/pkg/api"
@@ -424,9 +426,14 @@ func (c *Controller) resume(ctx context.Context, v store.Volume, nodeID string) 
 	c.mu.Lock()
 	c.resumedAt[replicaKey{v.ID, nodeID}] = c.opts.Now()
 	c.mu.Unlock()
+	// The volume may have grown while the replica was away: it must hold
+	// the whole volume before the primary copies to it.
+	if err := c.expandReplica(ctx, nodeID, v.ID, v.Size); err != nil && status.Code(errors.Unwrap(err)) != codes.NotFound {
+		return err // a missing replica is the primary's to find, as before
+	}
 	next, err := store.BumpEpoch(ctx, c.store, v.ID, func(cur *store.Volume) error {
 		r := replicaOf(&cur.Layout, nodeID)
-		if r == nil || r.State != replication.Faulted {
+		if r == nil || r.State != replication.Faulted || cur.Size != v.Size {
 			return errNoChange
 		}
 		r.State = replication.Syncing
@@ -542,8 +549,8 @@ func (c *Controller) addReplica(ctx context.Context, v store.Volume, h health, w
 	if err != nil {
 		return c.volumeErr("add a replica to", v.ID, err)
 	}
-	c.reserve(n.NodeID, v.Size)
-	if err := c.createReplica(ctx, n.NodeID, v.ID, v.Size); err != nil {
+	c.reserve(n.NodeID, next.Size)
+	if err := c.createReplica(ctx, n.NodeID, v.ID, next.Size); err != nil {
 		klog.InfoS("Creating a new replica failed; removing it again", "volume", v.ID, "node", n.NodeID, "err", err)
 		c.avoid(n.NodeID)
 		_, rerr := c.removeReplica(ctx, v.ID, n.NodeID, false)

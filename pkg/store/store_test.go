@@ -70,6 +70,8 @@ func TestValidateUpdate(t *testing.T) {
 		{"rename", func(v *Volume) { v.Name = "pvc-2" }, false},
 		{"lower epoch", func(v *Volume) { v.Layout.Epoch = 2 }, false},
 		{"lower generation", func(v *Volume) { v.Attachment.Generation = 1 }, false},
+		{"grow", func(v *Volume) { v.Size, v.Layout.Size = 2*v.Size, 2*v.Size }, true},
+		{"shrink", func(v *Volume) { v.Size, v.Layout.Size = v.Size/2, v.Size/2 }, false},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -52,7 +52,7 @@ func (v Volume) validateStrings() error {
 }
 
 // ValidateUpdate checks that next may replace stored. The name cannot
-// change, and neither the layout epoch nor the attachment generation can
+// change, the size cannot go down (replicas never shrink), and neither the layout epoch nor the attachment generation can
 // go down: the store holds the record that hands them out, and a lower
 // value would let one be handed out twice. It returns an error wrapping
 // ErrInvalid. It does not check next.Validate or the revisions.
@@ -60,6 +60,9 @@ func ValidateUpdate(stored, next Volume) error {
 	switch {
 	case next.Name != stored.Name:
 		return invalidf("volume %s: name cannot change", next.ID)
+	case next.Size < stored.Size:
+		return invalidf("volume %s: size %d is below stored size %d: volumes never shrink",
+			next.ID, next.Size, stored.Size)
 	case next.Layout.Epoch < stored.Layout.Epoch:
 		return invalidf("volume %s: epoch %d is below stored epoch %d",
 			next.ID, next.Layout.Epoch, stored.Layout.Epoch)

@@ -129,6 +129,32 @@ func (n *fakeNode) CreateReplica(_ context.Context, req *apiv1.CreateReplicaRequ
 	return &apiv1.CreateReplicaResponse{}, nil
 }
 
+// ExpandReplica grows the node's replica, as the agent does: never
+// shrinks it.
+func (n *fakeNode) ExpandReplica(_ context.Context, req *apiv1.ExpandReplicaRequest, _ ...grpc.CallOption) (*apiv1.ExpandReplicaResponse, error) {
+	unlock, err := n.lock()
+	if err != nil {
+		return nil, err
+	}
+	defer unlock()
+	size, ok := n.f.replicas[n.addr][req.GetVolumeId()]
+	switch {
+	case !ok:
+		return nil, status.Errorf(codes.NotFound, "no replica of %s", req.GetVolumeId())
+	case size > req.GetSizeBytes():
+		return nil, status.Errorf(codes.OutOfRange, "replica holds %d bytes", size)
+	}
+	n.f.replicas[n.addr][req.GetVolumeId()] = req.GetSizeBytes()
+	return &apiv1.ExpandReplicaResponse{Volume: n.describe(req.GetVolumeId())}, nil
+}
+
+// ReplicaSize returns the size of the node's replica of volume, or 0.
+func (f *FakeNodes) ReplicaSize(addr, volume string) int64 {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.replicas[addr][volume]
+}
+
 func (n *fakeNode) DeleteReplica(_ context.Context, req *apiv1.DeleteReplicaRequest, _ ...grpc.CallOption) (*apiv1.DeleteReplicaResponse, error) {
 	unlock, err := n.lock()
 	if err != nil {
