@@ -48,6 +48,7 @@ var controllerCaps = []csipb.ControllerServiceCapability_RPC_Type{
 	csipb.ControllerServiceCapability_RPC_GET_CAPACITY,
 	csipb.ControllerServiceCapability_RPC_GET_VOLUME,
 	csipb.ControllerServiceCapability_RPC_VOLUME_CONDITION,
+	csipb.ControllerServiceCapability_RPC_EXPAND_VOLUME,
 }
 
 // ControllerGetCapabilities implements csipb.ControllerServer.

@@ -35,12 +35,16 @@ func (s *IdentityServer) GetPluginInfo(context.Context, *csipb.GetPluginInfoRequ
 // GetPluginCapabilities implements csipb.IdentityServer. Volumes are
 // reachable from every node, but CreateVolume honours accessibility
 // requirements for placement, hence VOLUME_ACCESSIBILITY_CONSTRAINTS.
+// Volumes grow while in use: ONLINE volume expansion.
 func (s *IdentityServer) GetPluginCapabilities(context.Context, *csipb.GetPluginCapabilitiesRequest) (*csipb.GetPluginCapabilitiesResponse, error) {
 	resp := &csipb.GetPluginCapabilitiesResponse{}
 	if s.Controller {
 		resp.Capabilities = append(resp.Capabilities,
 			pluginCap(csipb.PluginCapability_Service_CONTROLLER_SERVICE),
-			pluginCap(csipb.PluginCapability_Service_VOLUME_ACCESSIBILITY_CONSTRAINTS))
+			pluginCap(csipb.PluginCapability_Service_VOLUME_ACCESSIBILITY_CONSTRAINTS),
+			&csipb.PluginCapability{Type: &csipb.PluginCapability_VolumeExpansion_{
+				VolumeExpansion: &csipb.PluginCapability_VolumeExpansion{Type: csipb.PluginCapability_VolumeExpansion_ONLINE},
+			}})
 	}
 	return resp, nil
 }

@@ -91,8 +91,9 @@ func TestServeStopsGracefully(t *testing.T) {
 		t.Fatalf("GetPluginInfo = %v, %v", info, err)
 	}
 	caps, err := id.GetPluginCapabilities(context.Background(), &csipb.GetPluginCapabilitiesRequest{})
-	if err != nil || len(caps.GetCapabilities()) != 2 {
-		t.Fatalf("GetPluginCapabilities = %v, %v", caps, err)
+	if err != nil || len(caps.GetCapabilities()) != 3 ||
+		caps.GetCapabilities()[2].GetVolumeExpansion().GetType() != csipb.PluginCapability_VolumeExpansion_ONLINE {
+		t.Fatalf("GetPluginCapabilities = %v, %v; want the controller service, topology and online expansion", caps, err)
 	}
 	cancel()
 	select {
