@@ -311,6 +311,12 @@ func TestStorageClassParametersAreTheDrivers(t *testing.T) {
 	if custom[0].Annotations["storageclass.kubernetes.io/is-default-class"] != "true" {
 		t.Errorf("%s is not the default class", custom[0].Name)
 	}
+	// Volumes grow unless a class says otherwise.
+	for i, want := range []bool{false, true} {
+		if got := custom[i].AllowVolumeExpansion; got == nil || *got != want {
+			t.Errorf("%s: allowVolumeExpansion %v, want %v", custom[i].Name, got, want)
+		}
+	}
 }
 
 // TestDefaultImagesNameNoRegistry keeps the defaults free of a registry
