@@ -205,3 +205,37 @@ func TestResizeAfterDetachFails(t *testing.T) {
 		t.Fatalf("Resize after Detach: %v, want ErrDetached", err)
 	}
 }
+
+func TestResizeWhileTheDeviceIsWritten(t *testing.T) {
+	requireKernel(t)
+	const step = 16 << 20
+	v := serveGrowable(t, "vol-busy", step)
+	a := attachGrowable(t, v)
+	fd := openDevice(t, a.Device(), unix.O_RDWR|unix.O_DIRECT)
+	buf := alignedBuffer(t, pattern(64<<10, 3))
+
+	stop := make(chan struct{})
+	done := make(chan error, 1)
+	go func() {
+		for i := int64(0); ; i++ {
+			select {
+			case <-stop:
+				done <- nil
+				return
+			default:
+			}
+			if _, err := unix.Pwrite(fd, buf, i*int64(len(buf))%step); err != nil {
+				done <- err
+				return
+			}
+		}
+	}()
+	for size := int64(2 * step); size <= 5*step; size += step {
+		v.export.setSize(t, size)
+		resize(t, a, size)
+	}
+	close(stop)
+	if err := <-done; err != nil {
+		t.Errorf("write during Resize: %v", err)
+	}
+}
