@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"io"
@@ -29,6 +30,7 @@ func (l *listFlag) Set(v string) error {
 // certsFlags are the flags of trireme certs.
 type certsFlags struct {
 	dir        string
+	caDir      string
 	ca         bool
 	node       string
 	frontend   string
@@ -44,6 +46,7 @@ func runCerts(args []string, stdout, stderr io.Writer) error {
 	var f certsFlags
 	fs.StringVar(&f.dir, "dir", "", "certificate directory: the CA at its top, each component in a subdirectory (required)")
 	fs.BoolVar(&f.ca, "ca", false, "create the cluster CA in --dir (refuses to replace one)")
+	fs.StringVar(&f.caDir, "ca-dir", "", "read the CA from this directory instead of --dir, so that its key need not sit beside the certificates issued (a Kubernetes Secret mounted read-only)")
 	fs.StringVar(&f.node, "node", "", "issue a node agent's certificate for this node id")
 	fs.BoolVar(&f.controller, "controller", false, "issue the controller's certificate")
 	fs.StringVar(&f.frontend, "frontend", "", "issue a frontend's (NBD client's) certificate for this node id")
@@ -81,9 +84,13 @@ Flags:
 		return errUsage
 	}
 	if f.ca {
+		if f.caDir != "" {
+			fmt.Fprintln(stderr, "trireme certs: --ca-dir is for issuing; --ca creates the CA in --dir")
+			return errUsage
+		}
 		return createCA(f.dir, f.validity, stdout)
 	}
-	return issueCert(f.dir, req, stdout)
+	return issueCert(f.dir, cmp.Or(f.caDir, f.dir), req, stdout)
 }
 
 // request returns what to issue, checking that exactly one kind was asked.
@@ -134,8 +141,8 @@ func createCA(dir string, validity time.Duration, stdout io.Writer) error {
 	return nil
 }
 
-func issueCert(dir string, req certs.Request, stdout io.Writer) error {
-	ca, err := certs.LoadCA(dir)
+func issueCert(dir, caDir string, req certs.Request, stdout io.Writer) error {
+	ca, err := certs.LoadCA(caDir)
 	if err != nil {
 		return fmt.Errorf("load CA (create it with --ca): %w", err)
 	}

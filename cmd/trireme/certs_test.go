@@ -83,3 +83,35 @@ func TestCertsCommandRefusals(t *testing.T) {
 		}
 	}
 }
+
+// TestCertsCommandReadsTheCAFromCADir: issuing with --ca-dir leaves the
+// CA key where it is, out of the directory that receives the
+// certificates, as a pod's init container issues from a mounted Secret.
+func TestCertsCommandReadsTheCAFromCADir(t *testing.T) {
+	caDir, out := filepath.Join(t.TempDir(), "ca"), filepath.Join(t.TempDir(), "tls")
+	var buf bytes.Buffer
+	if err := run([]string{"certs", "--dir", caDir, "--ca"}, &buf, &buf); err != nil {
+		t.Fatal(err)
+	}
+	for _, args := range [][]string{{"--node", "n1"}, {"--frontend", "n1"}} {
+		if err := run(append([]string{"certs", "--dir", out, "--ca-dir", caDir}, args...), &buf, &buf); err != nil {
+			t.Fatalf("certs %q: %v\n%s", args, err, buf.String())
+		}
+	}
+	for _, sub := range []string{"node-n1", "frontend-n1"} {
+		if _, err := certs.Load(filepath.Join(out, sub)); err != nil {
+			t.Errorf("load %s: %v", sub, err)
+		}
+	}
+	if err := filepath.WalkDir(out, func(path string, d os.DirEntry, err error) error {
+		if err == nil && d.Name() == certs.CAKeyFile {
+			t.Errorf("the CA key was copied to %s", path)
+		}
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := run([]string{"certs", "--dir", out, "--ca-dir", caDir, "--ca"}, &buf, &buf); err == nil {
+		t.Error("--ca with --ca-dir succeeded")
+	}
+}

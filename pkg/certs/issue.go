@@ -221,7 +221,8 @@ func parseCertPEM(b []byte) (*x509.Certificate, error) {
 	}
 }
 
-// parseKeyPEM parses a PKCS #8 or SEC 1 private key.
+// parseKeyPEM parses a PKCS #8, SEC 1 or PKCS #1 private key. PKCS #1 is
+// what Helm's genCA writes, so a CA the chart generated can be loaded.
 func parseKeyPEM(b []byte) (crypto.Signer, error) {
 	blk, _ := pem.Decode(b)
 	if blk == nil {
@@ -234,6 +235,8 @@ func parseKeyPEM(b []byte) (crypto.Signer, error) {
 		k, err = x509.ParsePKCS8PrivateKey(blk.Bytes)
 	case "EC PRIVATE KEY":
 		k, err = x509.ParseECPrivateKey(blk.Bytes)
+	case "RSA PRIVATE KEY":
+		k, err = x509.ParsePKCS1PrivateKey(blk.Bytes)
 	default:
 		return nil, fmt.Errorf("unsupported key block %q", blk.Type)
 	}
