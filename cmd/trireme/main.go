@@ -23,6 +23,7 @@ import (
 	"github.com/trireme-csi/trireme/pkg/agent"
 	"github.com/trireme-csi/trireme/pkg/api"
 	apiv1 "github.com/trireme-csi/trireme/pkg/api/v1"
+	"github.com/trireme-csi/trireme/pkg/certs"
 	"github.com/trireme-csi/trireme/pkg/controller"
 	"github.com/trireme-csi/trireme/pkg/controller/apiserver"
 	"github.com/trireme-csi/trireme/pkg/csi"
@@ -121,8 +122,13 @@ func runNode(args []string, stderr io.Writer) error {
 	fs.StringVar(&csiCfg.Endpoint, "csi-endpoint", "", "CSI Node endpoint, unix:///path/csi.sock (empty: no CSI service)")
 	fs.Int64Var(&csiCfg.MaxVolumes, "max-volumes", 0, "most volumes this node stages (0: no limit)")
 	nk := addNodeKubeFlags(fs)
+	sec := addSecurityFlags(fs)
+	lf := addListenFlags(fs)
 	klog.InitFlags(fs)
 	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if err := errors.Join(sec.check(), lf.check(cfg.ListenAddress)); err != nil {
 		return err
 	}
 	stopKube, err := nk.apply(&cfg)
@@ -130,6 +136,9 @@ func runNode(args []string, stderr io.Writer) error {
 		return err
 	}
 	defer stopKube()
+	if cfg.Security, err = nodeSecurity(sec, cfg.NodeID, csiCfg.Endpoint != ""); err != nil {
+		return err
+	}
 
 	a, err := agent.New(cfg)
 	if err != nil {
@@ -157,11 +166,20 @@ func runController(args []string, stderr io.Writer) error {
 	fs.DurationVar(&opts.RepairInterval, "repair-interval", controller.DefaultRepairInterval, "how often every volume is checked for failover, lost replicas and placement")
 	fs.DurationVar(&opts.ResumeWindow, "resume-window", controller.DefaultResumeWindow, "how long a lost replica may stay away and still come back by catching up on what it missed")
 	kf := addControllerKubeFlags(fs)
+	sec := addSecurityFlags(fs)
+	lf := addListenFlags(fs)
 	klog.InitFlags(fs)
 	if err := parse(fs, args); err != nil {
 		return err
 	}
+	if err := errors.Join(sec.check(), lf.check(*listen)); err != nil {
+		return err
+	}
 	if _, _, err := csi.ParseEndpoint(*endpoint); err != nil {
+		return err
+	}
+	bundle, err := sec.load("controller", certs.Peer{Role: certs.RoleController})
+	if err != nil {
 		return err
 	}
 
@@ -172,6 +190,7 @@ func runController(args []string, stderr io.Writer) error {
 	defer st.Close()
 	defer closeEvents(opts)
 	opts.Store = st
+	opts.DialNode = nodeDialer(bundle)
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 	if *healthPort != 0 {
@@ -186,7 +205,7 @@ func runController(args []string, stderr io.Writer) error {
 		// timeout after this replica could first hear from them.
 		ctrl := controller.New(opts)
 		defer ctrl.Close()
-		return serveController(ctx, ctrl, *endpoint, net.JoinHostPort(*listen, strconv.Itoa(*apiPort)))
+		return serveController(ctx, ctrl, bundle, *endpoint, net.JoinHostPort(*listen, strconv.Itoa(*apiPort)))
 	})
 }
 
@@ -208,7 +227,7 @@ func serveHealth(ctx context.Context, lis net.Listener) {
 
 // serveController serves the CSI services on endpoint and the internal
 // API on apiAddr until ctx ends.
-func serveController(ctx context.Context, ctrl *controller.Controller, endpoint, apiAddr string) error {
+func serveController(ctx context.Context, ctrl *controller.Controller, bundle *certs.Bundle, endpoint, apiAddr string) error {
 	csiLis, err := csi.Listen(endpoint)
 	if err != nil {
 		return err
@@ -221,7 +240,7 @@ func serveController(ctx context.Context, ctrl *controller.Controller, endpoint,
 	csiSrv := csi.NewGRPCServer()
 	csipb.RegisterIdentityServer(csiSrv, &csi.IdentityServer{Version: version, Controller: true})
 	csipb.RegisterControllerServer(csiSrv, csi.NewControllerServer(ctrl))
-	apiSrv := grpc.NewServer()
+	apiSrv := grpc.NewServer(api.ServerCredentials(bundle, certs.AllowRoles(certs.RoleNode, certs.RoleAdmin)))
 	apiserver.New(ctrl).Register(apiSrv)
 
 	ctx, stop := context.WithCancel(ctx)
@@ -252,11 +271,17 @@ func runVolumes(args []string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("volumes", stderr)
 	node := fs.String("node", "127.0.0.1:7601", "host:port of the node's API")
 	timeout := fs.Duration("timeout", 10*time.Second, "how long to wait for the node")
+	sec := addSecurityFlags(fs)
+	admin := fs.String("admin", "admin", "with --tls-dir: the operator certificate to present, admin-NAME in the directory (trireme certs --admin NAME)")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
+	bundle, err := sec.load("volumes", certs.Peer{Role: certs.RoleAdmin, Name: *admin})
+	if err != nil {
+		return err
+	}
 
-	c, err := api.DialNode(*node)
+	c, err := api.DialNode(*node, api.ClientCredentials(bundle, certs.AllowRoles(certs.RoleNode)))
 	if err != nil {
 		return err
 	}

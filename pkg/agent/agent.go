@@ -73,6 +73,9 @@ type Config struct {
 	// controller's Registry service (at ControllerAddress). Zero means
 	// one second.
 	HeartbeatInterval time.Duration
+	// Security holds the certificates of mutual TLS. Nil runs every
+	// server and client over plain TCP: the insecure mode.
+	Security *Security
 }
 
 // Endpoints are the addresses the agent's servers listen on.
