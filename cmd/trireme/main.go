@@ -240,8 +240,9 @@ func serveController(ctx context.Context, ctrl *controller.Controller, bundle *c
 	csiSrv := csi.NewGRPCServer()
 	csipb.RegisterIdentityServer(csiSrv, &csi.IdentityServer{Version: version, Controller: true})
 	csipb.RegisterControllerServer(csiSrv, csi.NewControllerServer(ctrl))
-	apiSrv := grpc.NewServer(api.ServerCredentials(bundle, certs.AllowRoles(certs.RoleNode, certs.RoleAdmin)))
-	apiserver.New(ctrl).Register(apiSrv)
+	edge := apiserver.New(ctrl)
+	apiSrv := grpc.NewServer(api.ServerOptions(bundle, certs.AllowRoles(certs.RoleNode, certs.RoleAdmin), edge.Rules())...)
+	edge.Register(apiSrv)
 
 	ctx, stop := context.WithCancel(ctx)
 	defer stop()

@@ -11,6 +11,7 @@ package agent
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -27,6 +28,7 @@ import (
 	"github.com/trireme-csi/trireme/pkg/api"
 	apiv1 "github.com/trireme-csi/trireme/pkg/api/v1"
 	"github.com/trireme-csi/trireme/pkg/blockstore"
+	"github.com/trireme-csi/trireme/pkg/certs"
 	"github.com/trireme-csi/trireme/pkg/nbd"
 	"github.com/trireme-csi/trireme/pkg/replication"
 )
@@ -184,9 +186,9 @@ func (a *Agent) open() error {
 	if err := a.dialController(); err != nil {
 		return err
 	}
-	a.repl = replication.NewServer(localReplicas{a}, replication.ServerOptions{NodeID: a.cfg.NodeID})
-	a.nbd = nbd.NewServer(primaryExports{a}, nbd.Options{})
-	a.grpc = grpc.NewServer()
+	a.repl = replication.NewServer(localReplicas{a}, a.replicationOptions())
+	a.nbd = nbd.NewServer(primaryExports{a}, a.nbdOptions())
+	a.grpc = grpc.NewServer(api.ServerOptions(a.nodeBundle(), certs.AllowRoles(certs.RoleController, certs.RoleAdmin), nodeAPIRules())...)
 	apiv1.RegisterNodeServer(a.grpc, &nodeServer{a: a})
 	return nil
 }
@@ -201,6 +203,11 @@ func (a *Agent) listen() error {
 		}
 		*targets[i] = l
 	}
+	if b := a.nodeBundle(); b != nil {
+		// Only node agents write to replicas: anyone else is refused in
+		// the handshake, before a frame is read.
+		a.replLis = tls.NewListener(a.replLis, b.ServerConfig(certs.AllowRoles(certs.RoleNode)))
+	}
 	return nil
 }
 
@@ -210,13 +217,14 @@ func (a *Agent) dialController() error {
 			"blocks its writes until a new layout arrives through SetLayout (node %s)", a.cfg.NodeID)
 		return nil
 	}
-	c, err := api.DialController(a.cfg.ControllerAddress)
+	creds := api.ClientCredentials(a.nodeBundle(), certs.AllowPeer(certs.Peer{Role: certs.RoleController}))
+	c, err := api.DialController(a.cfg.ControllerAddress, creds)
 	if err != nil {
 		return err
 	}
 	a.ctrl = c
 	a.reporter = &controllerReporter{client: c, timeout: reportTimeout}
-	if a.registry, err = api.DialRegistry(a.cfg.ControllerAddress); err != nil {
+	if a.registry, err = api.DialRegistry(a.cfg.ControllerAddress, creds); err != nil {
 		return err
 	}
 	a.reg = newRegistrar(a, a.registry)
@@ -391,5 +399,6 @@ func (a *Agent) primaryOptions() replication.PrimaryOptions {
 		AckTimeout:      a.cfg.AckTimeout,
 		FenceTimeout:    a.cfg.FenceTimeout,
 		DegradedTimeout: a.cfg.DegradedTimeout,
+		Dialer:          a.replicaDialer(),
 	}
 }

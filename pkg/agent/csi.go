@@ -62,8 +62,14 @@ func (a *Agent) StartCSI(ctx context.Context, cfg CSIConfig) error {
 	if a.registry == nil {
 		return fmt.Errorf("%w: the CSI Node service needs a controller address", ErrInvalidConfig)
 	}
+	ftls, err := a.frontendTLS()
+	if err != nil {
+		return err
+	}
 	a.addDriverTopology()
-	ns, err := csi.NewNodeServer(a.nodeConfig(cfg))
+	ncfg := a.nodeConfig(cfg)
+	ncfg.FrontendTLS = ftls
+	ns, err := csi.NewNodeServer(ncfg)
 	if err != nil {
 		return fmt.Errorf("%w: %w", ErrInvalidConfig, err)
 	}

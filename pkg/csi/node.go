@@ -2,6 +2,7 @@ package csi
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"maps"
 	"sync"
@@ -98,6 +99,10 @@ type NodeConfig struct {
 	// IOTimeout bounds how long one I/O waits for a primary across
 	// reconnections; zero means the frontend's default.
 	IOTimeout time.Duration
+	// FrontendTLS, when set, is the client configuration the frontend
+	// opens volumes with on their primaries (NBD STARTTLS); nil means
+	// plain TCP.
+	FrontendTLS *tls.Config
 }
 
 // NodeServer serves the CSI Node service: it attaches volumes through

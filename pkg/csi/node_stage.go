@@ -124,6 +124,7 @@ func (s *NodeServer) attach(ctx context.Context, volumeID string, generation uin
 		},
 		MountDir:     s.cfg.MountDir,
 		RetryTimeout: s.cfg.IOTimeout,
+		TLS:          s.cfg.FrontendTLS,
 	})
 }
 

@@ -26,6 +26,7 @@ package frontend
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"os"
@@ -76,6 +77,10 @@ type AttachOptions struct {
 	// reconnections before it fails with EIO. Zero means
 	// nbdclient.DefaultRetryTimeout.
 	RetryTimeout time.Duration
+	// TLS, when set, makes the connections to the primary upgrade with
+	// NBD_OPT_STARTTLS and present the frontend's certificate. Nil
+	// connects over plain TCP.
+	TLS *tls.Config
 }
 
 // validate checks the options that need no I/O.
@@ -158,6 +163,7 @@ func (a *Attachment) connect(ctx context.Context, opts AttachOptions) error {
 		Endpoint:     opts.Resolve,
 		ExportName:   api.ExportName(opts.VolumeID, opts.Generation),
 		RetryTimeout: opts.RetryTimeout,
+		TLS:          opts.TLS,
 	})
 	if err != nil {
 		return err
