@@ -47,11 +47,16 @@ type Chart struct {
 	// and node pods by name, trireme's and the CSI sidecars'.
 	ControllerPod map[string]Container
 	NodePod       map[string]Container
+	// ControllerInit and NodeInit are the pods' init containers, in the
+	// order they run: they issue each pod's certificates.
+	ControllerInit []Container
+	NodeInit       []Container
 }
 
 // Container is what one trireme container runs, as the manifest writes it:
 // Args still hold $(VAR) references, Env may refer to the pod's fields.
 type Container struct {
+	Name string
 	Args []string
 	Env  []corev1.EnvVar
 }
@@ -118,9 +123,11 @@ func Parse(manifests []byte) (Chart, error) {
 		case Controller:
 			found[0]++
 			c.ControllerPod, c.Controller, err = containers(spec)
+			c.ControllerInit = initContainers(spec)
 		case Node:
 			found[1]++
 			c.NodePod, c.Node, err = containers(spec)
+			c.NodeInit = initContainers(spec)
 		}
 		if err != nil {
 			return Chart{}, fmt.Errorf("%s: %w", component, err)
@@ -171,13 +178,22 @@ func containers(spec *corev1.PodSpec) (map[string]Container, Container, error) {
 		if c.Name == ContainerName && len(c.Command) > 0 {
 			return nil, Container{}, fmt.Errorf("container %q overrides the image's entrypoint", c.Name)
 		}
-		all[c.Name] = Container{Args: c.Args, Env: c.Env}
+		all[c.Name] = Container{Name: c.Name, Args: c.Args, Env: c.Env}
 	}
 	trireme, ok := all[ContainerName]
 	if !ok {
 		return nil, Container{}, ErrNotFound
 	}
 	return all, trireme, nil
+}
+
+// initContainers returns spec's init containers in order.
+func initContainers(spec *corev1.PodSpec) []Container {
+	var out []Container
+	for _, c := range spec.InitContainers {
+		out = append(out, Container{Name: c.Name, Args: c.Args, Env: c.Env})
+	}
+	return out
 }
 
 // Resolve returns the arguments and environment ("NAME=value") the
@@ -301,4 +317,25 @@ func flagValue(a, name string) (string, bool) {
 		return v, true
 	}
 	return "", false
+}
+
+// RunInit runs the init containers, in order, with the trireme binary bin,
+// as the kubelet would before the pod's containers start. The directories
+// their flags name inside the pod are replaced by local ones: --ca-dir by
+// caDir (where the CA Secret is mounted) and --dir by tlsDir (the pod's
+// tls volume, which the trireme container gets as --tls-dir).
+func RunInit(bin string, inits []Container, pod Pod, caDir, tlsDir string) error {
+	for _, c := range inits {
+		args, env, err := c.Resolve(pod)
+		if err != nil {
+			return fmt.Errorf("init container %s: %w", c.Name, err)
+		}
+		args = SetFlag(SetFlag(args, "ca-dir", caDir), "dir", tlsDir)
+		cmd := exec.Command(bin, args...)
+		cmd.Env = append(os.Environ(), env...)
+		if out, err := cmd.CombinedOutput(); err != nil {
+			return fmt.Errorf("init container %s (%q): %w\n%s", c.Name, args, err, out)
+		}
+	}
+	return nil
 }

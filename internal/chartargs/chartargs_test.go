@@ -43,6 +43,16 @@ metadata:
 spec:
   template:
     spec:
+      initContainers:
+        - name: certs-a
+          args: [certs, --node=$(NODE_NAME)]
+          env:
+            - name: NODE_NAME
+              valueFrom:
+                fieldRef:
+                  fieldPath: spec.nodeName
+        - name: certs-b
+          args: [certs, --frontend=x]
       containers:
         - name: trireme
           args: [node, --node-id=$(NODE_NAME)]
@@ -89,6 +99,13 @@ func TestParseResolvesArgsAsTheKubeletWould(t *testing.T) {
 	}
 	if want := []string{"NODE_NAME=n1"}; !slices.Equal(env, want) {
 		t.Errorf("node env = %q, want %q", env, want)
+	}
+
+	if len(c.ControllerInit) != 0 || len(c.NodeInit) != 2 || c.NodeInit[0].Name != "certs-a" || c.NodeInit[1].Name != "certs-b" {
+		t.Fatalf("init containers %+v and %+v, want none and certs-a, certs-b", c.ControllerInit, c.NodeInit)
+	}
+	if args, _, err := c.NodeInit[0].Resolve(pod); err != nil || !slices.Equal(args, []string{"certs", "--node=n1"}) {
+		t.Errorf("first init container's args = %q, %v", args, err)
 	}
 }
 

@@ -3,6 +3,7 @@ package chart
 import (
 	"context"
 	"path/filepath"
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
@@ -131,12 +132,21 @@ func TestHelmInstallUpgradeUninstall(t *testing.T) {
 		}
 	}
 	c.checkAccess(t)
+	caSecret := object{schema.GroupVersionKind{Version: "v1", Kind: "Secret"}, namespace, "trireme-ca"}
+	ca := c.get(t, caSecret)["data"]
+	if ca == nil {
+		t.Fatal("after install, the CA Secret holds no data")
+	}
 
 	helm(t, "upgrade", "trireme", chartDir, "--namespace", namespace, kc, timeout,
 		"--set", "controller.replicas=3", "--set", "node.heartbeatInterval=500ms")
 	deploy := c.get(t, object{schema.GroupVersionKind{Group: "apps", Version: "v1", Kind: "Deployment"}, namespace, "trireme-controller"})
 	if replicas := deploy["spec"].(map[string]any)["replicas"]; replicas != int64(3) {
 		t.Errorf("after upgrade, controller replicas = %v, want 3", replicas)
+	}
+	// A new CA would leave every running pod's certificate untrusted.
+	if got := c.get(t, caSecret)["data"]; !reflect.DeepEqual(got, ca) {
+		t.Error("the upgrade replaced the cluster CA")
 	}
 	node := c.get(t, object{schema.GroupVersionKind{Group: "apps", Version: "v1", Kind: "DaemonSet"}, namespace, "trireme-node"})
 	if args := triremeArgs(node); !slices.Contains(args, "--heartbeat-interval=500ms") {

@@ -44,13 +44,26 @@ func TestBinariesRunUnderTheChartsServiceAccounts(t *testing.T) {
 	pod := chartargs.Pod{Name: "p", Namespace: namespace, IP: "127.0.0.1", NodeName: nodeName, HostIP: "127.0.0.1"}
 	apiPort := strconv.Itoa(kubetest.FreePort(t, "127.0.0.1"))
 
+	// The pods' init containers issue their certificates from the CA
+	// Secret the chart generated.
+	caDir, ctlTLS, nodeTLS := filepath.Join(dir, "ca"), filepath.Join(dir, "controller-tls"), filepath.Join(dir, "node-tls")
+	c.writeSecret(t, "trireme-ca", caDir)
+	if err := chartargs.RunInit(bin, chart.ControllerInit, pod, caDir, ctlTLS); err != nil {
+		t.Fatal(err)
+	}
+	if err := chartargs.RunInit(bin, chart.NodeInit, pod, caDir, nodeTLS); err != nil {
+		t.Fatal(err)
+	}
+
 	args := resolve(t, chart.Controller, pod)
+	args = chartargs.SetFlag(args, "tls-dir", ctlTLS)
 	args = chartargs.SetFlag(args, "endpoint", "unix://"+filepath.Join(dir, "controller.sock"))
 	args = chartargs.SetFlag(args, "api-port", apiPort)
 	args = chartargs.SetFlag(args, "kubeconfig", c.serviceAccountKubeconfig(t, "trireme-controller"))
 	ctl := kubetest.StartProcess(t, "controller", bin, args...)
 
 	args = resolve(t, chart.Node, pod)
+	args = chartargs.SetFlag(args, "tls-dir", nodeTLS)
 	args = chartargs.SetFlag(args, "data-dir", filepath.Join(dir, "node"))
 	args = chartargs.SetFlag(args, "csi-endpoint", "unix://"+filepath.Join(dir, "node.sock"))
 	for _, port := range []string{"replication-port", "nbd-port", "api-port"} {
@@ -80,6 +93,24 @@ func TestBinariesRunUnderTheChartsServiceAccounts(t *testing.T) {
 	for _, p := range []*kubetest.Process{ctl, node} {
 		if log := p.Tail(200); strings.Contains(log, "forbidden") {
 			t.Errorf("a request was forbidden:\n%s", log)
+		}
+	}
+}
+
+// writeSecret writes each key of a Secret of the release's namespace to a
+// file in dir, as the kubelet mounts a Secret volume.
+func (c *cluster) writeSecret(t *testing.T, name, dir string) {
+	t.Helper()
+	sec, err := c.client.CoreV1().Secrets(namespace).Get(context.Background(), name, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	for k, v := range sec.Data {
+		if err := os.WriteFile(filepath.Join(dir, k), v, 0o400); err != nil {
+			t.Fatal(err)
 		}
 	}
 }

@@ -80,3 +80,68 @@ securityContext:
   capabilities:
     drop: [ALL]
 {{- end }}
+
+{{/*
+trireme.caSecret is the Secret holding the cluster CA.
+*/}}
+{{- define "trireme.caSecret" -}}
+{{- .Values.tls.caSecret | default (printf "%s-ca" (include "trireme.fullname" .)) -}}
+{{- end }}
+
+{{/*
+trireme.tlsDir is where a trireme container finds its certificates.
+*/}}
+{{- define "trireme.tlsDir" -}}
+/var/run/trireme/tls
+{{- end }}
+
+{{/*
+trireme.certsInit is an init container that issues one certificate from the
+CA Secret into the tls volume. Called with (list $ "name" "--flag=value").
+*/}}
+{{- define "trireme.certsInit" -}}
+{{- $ := index . 0 -}}
+- name: {{ index . 1 }}
+  image: {{ include "trireme.image" $ }}
+  imagePullPolicy: {{ $.Values.image.pullPolicy }}
+  {{- include "trireme.unprivileged" $ | nindent 2 }}
+  args:
+    - certs
+    - --ca-dir=/var/run/trireme/ca
+    - --dir={{ include "trireme.tlsDir" $ }}
+    - {{ index . 2 }}
+    - --ip=$(POD_IP)
+    - --validity={{ $.Values.tls.certValidity }}
+  env:
+    - name: NODE_NAME
+      valueFrom:
+        fieldRef:
+          fieldPath: spec.nodeName
+    - name: POD_IP
+      valueFrom:
+        fieldRef:
+          fieldPath: status.podIP
+  resources:
+    {{- toYaml $.Values.tls.resources | nindent 4 }}
+  volumeMounts:
+    - name: ca
+      mountPath: /var/run/trireme/ca
+      readOnly: true
+    - name: tls
+      mountPath: {{ include "trireme.tlsDir" $ }}
+{{- end }}
+
+{{/*
+trireme.tlsVolumes are the CA Secret, mounted only by the init containers,
+and the in-memory directory they issue into.
+*/}}
+{{- define "trireme.tlsVolumes" -}}
+- name: ca
+  secret:
+    secretName: {{ include "trireme.caSecret" . }}
+    defaultMode: 0400
+- name: tls
+  emptyDir:
+    medium: Memory
+    sizeLimit: 1Mi
+{{- end }}
