@@ -118,13 +118,13 @@ func testOnlineExpansion(e *env) {
 	if !e.controllerHas(csipb.ControllerServiceCapability_RPC_EXPAND_VOLUME) {
 		e.t.Fatal("the controller does not offer EXPAND_VOLUME")
 	}
-	e.createClaim("expanded", classImmediate, "128Mi")
+	e.createClaim("expanded", classXFS, "320Mi") // xfs needs 300 MiB
 	pv := e.boundPV("expanded")
 	pod := e.createPod("expanded", "node-b", "expanded")
 	v := e.mount(pod)
 	before := v.fsSize()
 
-	const grown = 512 << 20
+	const grown = 768 << 20
 	e.requestSize("expanded", grown)
 	e.eventually(time.Minute, "PV "+pv.Name+" grown by csi-resizer", func() (bool, error) {
 		got, err := e.kube.CoreV1().PersistentVolumes().Get(e.ctx(), pv.Name, metav1.GetOptions{})
@@ -136,9 +136,9 @@ func testOnlineExpansion(e *env) {
 	})
 	v.expand(grown)
 	after := v.fsSize()
-	if after < before+(grown-128<<20)*9/10 {
+	if after < before+(grown-320<<20)*9/10 {
 		e.t.Errorf("filesystem is %d bytes after expansion, was %d; want it about %d bytes larger",
-			after, before, grown-128<<20)
+			after, before, grown-320<<20)
 	}
 	v.writeAndCheck("after-expansion", 200<<20)
 	v.unmount()

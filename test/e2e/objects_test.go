@@ -34,6 +34,10 @@ const (
 	classWFFC      = "trireme-wffc"
 	classAnyZone   = "trireme-wffc-any-zone"
 	classBadParam  = "trireme-bad-parameter"
+	// classXFS is the class of the expansion test: growing a mounted
+	// ext4 needs CAP_SYS_RESOURCE, which the machines the tests run on
+	// may withhold even from root; xfs grows without it.
+	classXFS = "trireme-xfs"
 )
 
 // createStorageClasses creates every class the tests use.
@@ -48,6 +52,8 @@ func (e *env) createStorageClasses() {
 		{ObjectMeta: metav1.ObjectMeta{Name: classAnyZone}, VolumeBindingMode: &wffc},
 		{ObjectMeta: metav1.ObjectMeta{Name: classBadParam}, VolumeBindingMode: &immediate,
 			Parameters: map[string]string{csi.ParamReplicas: "seven"}},
+		{ObjectMeta: metav1.ObjectMeta{Name: classXFS}, VolumeBindingMode: &immediate,
+			Parameters: map[string]string{csi.ParamReplicas: "3", "csi.storage.k8s.io/fstype": "xfs"}},
 	} {
 		sc.Provisioner = csi.DriverName
 		sc.AllowVolumeExpansion = ptr(true)
