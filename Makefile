@@ -10,14 +10,15 @@ PKGS      := ./...
 FUZZTIME  ?= 10m
 TEST_TIMEOUT ?= 30m
 # The chaos and end-to-end suites start many processes, network namespaces
-# and a control plane: they run on their own, one after the other, after
-# the other packages, so that no other test's mounts are copied into their
-# namespaces and their timing does not compete with the rest.
-SYSTEM_PKGS = ./test/e2e ./test/chaos
-UNIT_PKGS = $(shell $(GO) list ./... | grep -v -e /test/e2e -e /test/chaos)
+# and a control plane, and the security suite floods a running cluster:
+# they run on their own, one after the other, after the other packages, so
+# that no other test's mounts are copied into their namespaces and their
+# timing does not compete with the rest.
+SYSTEM_PKGS = ./test/e2e ./test/chaos ./test/security
+UNIT_PKGS = $(shell $(GO) list ./... | grep -v -e /test/e2e -e /test/chaos -e /test/security)
 # The race detector runs on every package but those that only drive built
 # binaries.
-RACE_PKGS = $(shell $(GO) list ./... | grep -v -e /pkg/demo -e /pkg/localcluster -e /test/bench -e /test/e2e -e /test/chaos)
+RACE_PKGS = $(shell $(GO) list ./... | grep -v -e /pkg/demo -e /pkg/localcluster -e /test/bench -e /test/e2e -e /test/chaos -e /test/security)
 
 VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo devel)
 LDFLAGS   := -X main.version=$(VERSION)
