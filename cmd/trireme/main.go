@@ -27,6 +27,7 @@ import (
 	"github.com/trireme-csi/trireme/pkg/controller"
 	"github.com/trireme-csi/trireme/pkg/controller/apiserver"
 	"github.com/trireme-csi/trireme/pkg/csi"
+	"github.com/trireme-csi/trireme/pkg/netlimit"
 	"github.com/trireme-csi/trireme/pkg/replication"
 )
 
@@ -232,11 +233,12 @@ func serveController(ctx context.Context, ctrl *controller.Controller, bundle *c
 	if err != nil {
 		return err
 	}
-	apiLis, err := net.Listen("tcp", apiAddr)
+	lis, err := net.Listen("tcp", apiAddr)
 	if err != nil {
 		csiLis.Close()
 		return fmt.Errorf("listen: %w", err)
 	}
+	apiLis := netlimit.NewListener(lis, api.MaxConnsPerIP, "controller API")
 	csiSrv := csi.NewGRPCServer()
 	csipb.RegisterIdentityServer(csiSrv, &csi.IdentityServer{Version: version, Controller: true})
 	csipb.RegisterControllerServer(csiSrv, csi.NewControllerServer(ctrl))

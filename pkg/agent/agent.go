@@ -30,6 +30,7 @@ import (
 	"github.com/trireme-csi/trireme/pkg/blockstore"
 	"github.com/trireme-csi/trireme/pkg/certs"
 	"github.com/trireme-csi/trireme/pkg/nbd"
+	"github.com/trireme-csi/trireme/pkg/netlimit"
 	"github.com/trireme-csi/trireme/pkg/replication"
 )
 
@@ -203,6 +204,7 @@ func (a *Agent) listen() error {
 		}
 		*targets[i] = l
 	}
+	a.apiLis = netlimit.NewListener(a.apiLis, api.MaxConnsPerIP, "node API")
 	if b := a.nodeBundle(); b != nil {
 		// Only node agents write to replicas: anyone else is refused in
 		// the handshake, before a frame is read.

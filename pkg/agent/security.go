@@ -55,7 +55,7 @@ const replicaDialTimeout = 10 * time.Second
 // frontend and operator certificates, and exports authorized by
 // certificate (see exportAuthorizer).
 func (a *Agent) nbdOptions() nbd.Options {
-	o := nbd.Options{}
+	o := nbd.Options{HandshakeTimeout: HandshakeTimeout, MaxConnsPerIP: NBDMaxConnsPerIP, MaxNegotiating: NBDMaxNegotiating}
 	if b := a.nodeBundle(); b != nil {
 		o.TLS = b.ServerConfig(certs.AllowRoles(certs.RoleFrontend, certs.RoleAdmin))
 		o.Authorize = newExportAuthorizer(a.publishedNode).authorize
@@ -77,7 +77,8 @@ func (a *Agent) publishedNode(ctx context.Context, volumeID string) (string, err
 
 // replicationOptions are the replication server's.
 func (a *Agent) replicationOptions() replication.ServerOptions {
-	return replication.ServerOptions{NodeID: a.cfg.NodeID}
+	return replication.ServerOptions{NodeID: a.cfg.NodeID, HelloTimeout: HandshakeTimeout,
+		MaxConnsPerIP: ReplicationMaxConnsPerIP, MaxUnbound: ReplicationMaxUnbound}
 }
 
 // frontendTLS is the configuration the CSI frontend connects to primaries

@@ -23,6 +23,10 @@ const (
 	KeepaliveMinTime = 5 * time.Second
 	// MaxConnectionIdle closes a connection with no call for this long.
 	MaxConnectionIdle = 15 * time.Minute
+	// MaxConnsPerIP bounds the connections of one client address (see
+	// netlimit.Listener): a node agent holds two to the controller, the
+	// controller one to each node.
+	MaxConnsPerIP = 256
 )
 
 // Limits returns the server options that bound what one client can make

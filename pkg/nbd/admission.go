@@ -3,11 +3,12 @@ package nbd
 import (
 	"container/list"
 	"net"
-	"net/netip"
 	"sync"
 	"time"
 
 	"k8s.io/klog/v2"
+
+	"github.com/trireme-csi/trireme/pkg/netlimit"
 )
 
 // admission applies a server's connection limits: how many connections
@@ -24,9 +25,9 @@ import (
 type admission struct {
 	maxPerIP       int // 0: no limit
 	maxNegotiating int // 0: no limit
+	perIP          *netlimit.PerAddr
 
 	mu      sync.Mutex
-	perIP   map[netip.Addr]int
 	silent  list.List // negotiating *conn not heard from yet, oldest first
 	heard   list.List // negotiating *conn heard from, least recently first
 	refused int64     // connections refused since the last log line
@@ -40,38 +41,27 @@ const limitLogInterval = 10 * time.Second
 
 func newAdmission(maxPerIP, maxNegotiating int) *admission {
 	return &admission{maxPerIP: maxPerIP, maxNegotiating: max(maxNegotiating, 0),
-		perIP: map[netip.Addr]int{}}
+		perIP: netlimit.NewPerAddr(maxPerIP)}
 }
 
 // admit counts a new connection against its address's limit, and reports
 // false (counting nothing) when the address is over it.
 func (a *admission) admit(c *conn) bool {
-	ip, ok := addrOf(c.raw)
-	if !ok || a.maxPerIP <= 0 {
-		return true
-	}
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	if a.perIP[ip] >= a.maxPerIP {
+	ip, ok := a.perIP.Acquire(c.raw)
+	if !ok {
+		a.mu.Lock()
+		defer a.mu.Unlock()
 		a.refused++
 		a.logLocked("connections per address", a.maxPerIP, c.remote)
 		return false
 	}
-	a.perIP[ip]++
 	c.ip = ip
 	return true
 }
 
 // release forgets an admitted connection that has ended.
 func (a *admission) release(c *conn) {
-	if !c.ip.IsValid() {
-		return
-	}
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	if a.perIP[c.ip]--; a.perIP[c.ip] <= 0 {
-		delete(a.perIP, c.ip)
-	}
+	a.perIP.Release(c.ip)
 }
 
 // startNegotiation records that c negotiates, and returns the connection
@@ -172,16 +162,4 @@ func (a *admission) logLocked(limit string, value int, remote string) {
 	klog.InfoS("NBD connection limit reached", "limit", limit, "value", value, "remote", remote,
 		"refused", a.refused, "evicted", a.evicted)
 	a.refused, a.evicted, a.lastLog = 0, 0, now
-}
-
-// addrOf returns the IP address of a connection's peer, when it has one.
-func addrOf(nc net.Conn) (netip.Addr, bool) {
-	if ta, ok := nc.RemoteAddr().(*net.TCPAddr); ok {
-		return ta.AddrPort().Addr().Unmap(), true
-	}
-	ap, err := netip.ParseAddrPort(nc.RemoteAddr().String())
-	if err != nil {
-		return netip.Addr{}, false
-	}
-	return ap.Addr().Unmap(), true
 }

@@ -16,6 +16,7 @@ import (
 
 	"github.com/trireme-csi/trireme/internal/budget"
 	"github.com/trireme-csi/trireme/pkg/blockstore"
+	"github.com/trireme-csi/trireme/pkg/netlimit"
 )
 
 // Volumes gives the replica server the local replicas it may serve.
@@ -58,9 +59,9 @@ type Server struct {
 	closed  bool
 	lis     []net.Listener
 	conns   map[net.Conn]*serverConn
-	perIP   map[netip.Addr]int // connections per peer address, with MaxConnsPerIP
-	unbound list.List          // of *serverConn before their hello, oldest first
-	refused int                // connections turned away since the last log line
+	perIP   *netlimit.PerAddr // connections per peer address, with MaxConnsPerIP
+	unbound list.List         // of *serverConn before their hello, oldest first
+	refused int               // connections turned away since the last log line
 	lastLog time.Time
 	wg      sync.WaitGroup
 }
@@ -74,7 +75,7 @@ func NewServer(volumes Volumes, opts ServerOptions) *Server {
 		opts.MaxBufferedBytes = 256 << 20
 	}
 	return &Server{volumes: volumes, opts: opts, conns: map[net.Conn]*serverConn{},
-		perIP: map[netip.Addr]int{}, budget: budget.New(opts.MaxBufferedBytes)}
+		perIP: netlimit.NewPerAddr(opts.MaxConnsPerIP), budget: budget.New(opts.MaxBufferedBytes)}
 }
 
 // Serve accepts connections on l until the server is closed. Wrap l with
@@ -144,14 +145,12 @@ func (s *Server) addConn(sc *serverConn) int {
 	if s.closed {
 		return serverClosed
 	}
-	if ip, ok := peerIP(sc.conn); ok && s.opts.MaxConnsPerIP > 0 {
-		if s.perIP[ip] >= s.opts.MaxConnsPerIP {
-			s.refusedLocked(sc, "connections per address")
-			return connRefused
-		}
-		s.perIP[ip]++
-		sc.ip = ip
+	ip, ok := s.perIP.Acquire(sc.conn)
+	if !ok {
+		s.refusedLocked(sc, "connections per address")
+		return connRefused
 	}
+	sc.ip = ip
 	if s.opts.MaxUnbound > 0 {
 		if s.unbound.Len() >= s.opts.MaxUnbound {
 			oldest := s.unbound.Remove(s.unbound.Front()).(*serverConn)
@@ -200,20 +199,7 @@ func (s *Server) dropConn(c net.Conn) {
 		s.unbound.Remove(sc.unbound)
 		sc.unbound = nil
 	}
-	if sc.ip.IsValid() {
-		if s.perIP[sc.ip]--; s.perIP[sc.ip] <= 0 {
-			delete(s.perIP, sc.ip)
-		}
-	}
-}
-
-// peerIP returns the address of a connection's peer, when it has one.
-func peerIP(c net.Conn) (netip.Addr, bool) {
-	ap, err := netip.ParseAddrPort(c.RemoteAddr().String())
-	if err != nil {
-		return netip.Addr{}, false
-	}
-	return ap.Addr().Unmap(), true
+	s.perIP.Release(sc.ip)
 }
 
 // Close stops accepting, closes every connection and waits for their
