@@ -19,7 +19,9 @@ import (
 	"k8s.io/utils/ptr"
 
 	"github.com/trireme-csi/trireme/internal/kubetest"
+	"github.com/trireme-csi/trireme/internal/testcerts"
 	"github.com/trireme-csi/trireme/pkg/agent"
+	"github.com/trireme-csi/trireme/pkg/certs"
 	"github.com/trireme-csi/trireme/pkg/controller"
 	"github.com/trireme-csi/trireme/pkg/kube"
 	storekube "github.com/trireme-csi/trireme/pkg/store/kube"
@@ -65,11 +67,14 @@ func TestControllersFailOverThroughTheLease(t *testing.T) {
 	client := setUpCluster(t, cp)
 	dir := t.TempDir()
 	const lease = 4 * time.Second
+	// The node reaches the leader through its relay, under mutual TLS.
+	tlsDir := filepath.Join(dir, "tls")
+	testcerts.Write(t, tlsDir, testcerts.CA(t), certs.Peer{Role: certs.RoleController}, certs.Peer{Role: certs.RoleNode, Name: "n1"})
 
-	a := startController(t, cp, bin, dir, "a", "127.0.0.31", lease)
+	a := startController(t, cp, bin, dir, "a", "127.0.0.31", lease, tlsDir)
 	waitLeader(t, client, a.addr, 2*lease)
 	waitSocket(t, a.socket, 10*time.Second)
-	b := startController(t, cp, bin, dir, "b", "127.0.0.32", lease)
+	b := startController(t, cp, bin, dir, "b", "127.0.0.32", lease, tlsDir)
 	time.Sleep(lease / 2)
 	if _, err := os.Stat(b.socket); err == nil {
 		t.Fatal("the standby controller opened its CSI socket")
@@ -78,7 +83,7 @@ func TestControllersFailOverThroughTheLease(t *testing.T) {
 	kubetest.StartProcess(t, "node", bin, "node", "--kubeconfig", cp.Kubeconfig(), "--node-id", "n1",
 		"--leader-election-namespace", "trireme", "--data-dir", filepath.Join(dir, "n1"),
 		"--listen-address", "127.0.0.33", "--replication-port", "0", "--nbd-port", "0", "--api-port", "0",
-		"--capacity-bytes", strconv.Itoa(10<<30))
+		"--capacity-bytes", strconv.Itoa(10<<30), "--tls-dir", tlsDir)
 	waitCapacity(t, a.socket, 20*time.Second)
 	waitNodeZone(t, cp, "n1", "zone-a")
 
@@ -121,7 +126,7 @@ type controllerProc struct {
 	socket string // CSI
 }
 
-func startController(t *testing.T, cp *kubetest.ControlPlane, bin, dir, name, ip string, lease time.Duration) controllerProc {
+func startController(t *testing.T, cp *kubetest.ControlPlane, bin, dir, name, ip string, lease time.Duration, tlsDir string) controllerProc {
 	port := kubetest.FreePort(t, ip)
 	c := controllerProc{addr: ip + ":" + strconv.Itoa(port), socket: filepath.Join(dir, name+".sock")}
 	c.proc = kubetest.StartProcess(t, "controller-"+name, bin, "controller", "--store=kube",
@@ -129,7 +134,7 @@ func startController(t *testing.T, cp *kubetest.ControlPlane, bin, dir, name, ip
 		"--leader-election-lease-duration", lease.String(), "--leader-election-renew-deadline", (lease * 3 / 4).String(),
 		"--leader-election-retry-period", (lease / 8).String(),
 		"--endpoint", "unix://"+c.socket, "--listen-address", ip, "--api-port", strconv.Itoa(port),
-		"--heartbeat-timeout", "2s")
+		"--heartbeat-timeout", "2s", "--tls-dir", tlsDir)
 	return c
 }
 

@@ -18,6 +18,7 @@ import (
 
 	"github.com/trireme-csi/trireme/pkg/api"
 	apiv1 "github.com/trireme-csi/trireme/pkg/api/v1"
+	"github.com/trireme-csi/trireme/pkg/certs"
 	"github.com/trireme-csi/trireme/pkg/controller"
 	"github.com/trireme-csi/trireme/pkg/controller/apiserver"
 	"github.com/trireme-csi/trireme/pkg/localcluster"
@@ -48,6 +49,7 @@ func ctrlRequireTools(t *testing.T, tools ...string) {
 // registered with it.
 type ctrlCluster struct {
 	ctrl    *controller.Controller
+	tls     *localcluster.TLS // of the controller and the nodes
 	apiAddr string
 	client  csipb.ControllerClient
 	cluster *localcluster.Cluster
@@ -61,9 +63,19 @@ func startCtrlCluster(t *testing.T) *ctrlCluster {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctrl := controller.New(controller.Options{Store: st, HeartbeatTimeout: time.Second})
-	lc := &ctrlCluster{ctrl: ctrl}
-	apiAddr := ctrlServeInternalAPI(t, ctrl)
+	tlsc, err := localcluster.OpenTLS(filepath.Join(dir, "tls"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	self, err := tlsc.Bundle(localcluster.ControllerPeer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	toNodes := api.ClientCredentials(self, certs.AllowRoles(certs.RoleNode))
+	ctrl := controller.New(controller.Options{Store: st, HeartbeatTimeout: time.Second,
+		DialNode: func(addr string) (apiv1.NodeClient, error) { return api.DialNode(addr, toNodes) }})
+	lc := &ctrlCluster{ctrl: ctrl, tls: tlsc}
+	apiAddr := ctrlServeInternalAPI(t, ctrl, self)
 	lc.apiAddr = apiAddr
 	lc.client = ctrlServeCSI(t, ctrl, filepath.Join(dir, "csi.sock"))
 	t.Cleanup(func() {
@@ -71,7 +83,7 @@ func startCtrlCluster(t *testing.T) *ctrlCluster {
 		st.Close()
 	})
 
-	opts := localcluster.Options{Binary: bin, Dir: dir,
+	opts := localcluster.Options{Binary: bin, Dir: dir, TLSDir: tlsc.Dir,
 		ExtraArgs: []string{"--controller", apiAddr, "--heartbeat-interval", "200ms", "--ack-timeout", "1s"}}
 	lc.cluster, err = localcluster.Start(context.Background(), opts, localcluster.ThreeZones)
 	if err != nil {
@@ -82,14 +94,17 @@ func startCtrlCluster(t *testing.T) *ctrlCluster {
 	return lc
 }
 
-func ctrlServeInternalAPI(t *testing.T, ctrl *controller.Controller) string {
+// ctrlServeInternalAPI serves the controller's API as `trireme
+// controller` does, under mutual TLS with its certificate self.
+func ctrlServeInternalAPI(t *testing.T, ctrl *controller.Controller, self *certs.Bundle) string {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := grpc.NewServer()
-	apiserver.New(ctrl).Register(s)
+	edge := apiserver.New(ctrl)
+	s := grpc.NewServer(api.ServerOptions(self, certs.AllowRoles(certs.RoleNode, certs.RoleAdmin), edge.Rules())...)
+	edge.Register(s)
 	go s.Serve(l)
 	t.Cleanup(s.Stop)
 	return l.Addr().String()
@@ -157,11 +172,11 @@ func (lc *ctrlCluster) write(t *testing.T, primary, volume string, pattern byte,
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	uri := lc.cluster.Node(primary).NBDURI(volume)
 	cmd := fmt.Sprintf("write -P 0x%02x %d 1M", pattern, off)
-	out, err := exec.CommandContext(ctx, "qemu-io", "-f", "raw", uri, "-c", cmd).CombinedOutput()
+	args := append(lc.cluster.Node(primary).QemuIOArgs(volume), "-c", cmd)
+	out, err := exec.CommandContext(ctx, "qemu-io", args...).CombinedOutput()
 	if err != nil || !strings.Contains(string(out), "wrote 1048576/1048576 bytes") {
-		t.Fatalf("qemu-io %s on %s: %v\n%s", cmd, uri, err, out)
+		t.Fatalf("qemu-io %s on %s of %s: %v\n%s", cmd, volume, primary, err, out)
 	}
 }
 
@@ -255,7 +270,11 @@ func TestControllerWithNodeAgents(t *testing.T) {
 			t.Errorf("in-sync replicas differ: %v, %v", sums, err)
 		}
 
-		reg, err := api.DialRegistry(lc.apiAddr)
+		asAdmin, err := lc.tls.DialOption(localcluster.AdminPeer, certs.RoleController)
+		if err != nil {
+			t.Fatal(err)
+		}
+		reg, err := api.DialRegistry(lc.apiAddr, asAdmin)
 		if err != nil {
 			t.Fatal(err)
 		}

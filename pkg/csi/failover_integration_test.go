@@ -8,7 +8,9 @@ import (
 
 	"github.com/trireme-csi/trireme/pkg/api"
 	apiv1 "github.com/trireme-csi/trireme/pkg/api/v1"
+	"github.com/trireme-csi/trireme/pkg/certs"
 	"github.com/trireme-csi/trireme/pkg/frontend/nbdclient"
+	"github.com/trireme-csi/trireme/pkg/localcluster"
 )
 
 // The primary's node process is killed while a client writes through the
@@ -23,7 +25,15 @@ func TestPrimaryKilledDuringWritesFailsOver(t *testing.T) {
 	go lc.ctrl.Run(ctx)
 
 	id, l := lc.create(t, "pvc-failover", "zone-a")
-	reg, err := api.DialRegistry(lc.apiAddr)
+	asAdmin, err := lc.tls.DialOption(localcluster.AdminPeer, certs.RoleController)
+	if err != nil {
+		t.Fatal(err)
+	}
+	reg, err := api.DialRegistry(lc.apiAddr, asAdmin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	admin, err := lc.tls.Bundle(localcluster.AdminPeer)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -34,7 +44,8 @@ func TestPrimaryKilledDuringWritesFailsOver(t *testing.T) {
 	}
 	dctx, dcancel := context.WithTimeout(ctx, 30*time.Second)
 	defer dcancel()
-	c, err := nbdclient.Dial(dctx, nbdclient.Options{Endpoint: locate, ExportName: id, RetryTimeout: time.Minute})
+	c, err := nbdclient.Dial(dctx, nbdclient.Options{Endpoint: locate, ExportName: id, RetryTimeout: time.Minute,
+		TLS: admin.ClientConfig(certs.AllowRoles(certs.RoleNode))})
 	if err != nil {
 		t.Fatal(err)
 	}

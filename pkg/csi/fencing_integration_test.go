@@ -115,8 +115,9 @@ func (p *blockPod) directIO(write bool, pattern byte, off int64) ([]byte, error)
 func TestPublishElsewhereFencesTheOldFrontend(t *testing.T) {
 	requireKernel(t)
 	dir := t.TempDir()
+	bin := buildTrireme(t, dir) // before the clock of fenceCtx starts
 	sys, err := localcluster.StartSystem(fenceCtx(t), localcluster.SystemOptions{
-		Binary: buildTrireme(t, dir), Dir: filepath.Join(dir, "system"), Nodes: localcluster.ThreeZones})
+		Binary: bin, Dir: filepath.Join(dir, "system"), Nodes: localcluster.ThreeZones})
 	if err != nil {
 		t.Fatalf("StartSystem: %v", err)
 	}

@@ -188,7 +188,7 @@ func sleepCtx(ctx context.Context, d time.Duration) error {
 // whole again and the pod has had a write acknowledged by the new
 // primary.
 func (r *run) follow(ctx context.Context, f *failover, writes *podWrites) error {
-	reg, err := api.DialRegistry(r.sys.Controller.APIAddress)
+	reg, err := r.sys.Controller.DialRegistry()
 	if err != nil {
 		return err
 	}

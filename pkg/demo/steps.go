@@ -11,7 +11,6 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
-	"github.com/trireme-csi/trireme/pkg/api"
 	apiv1 "github.com/trireme-csi/trireme/pkg/api/v1"
 	"github.com/trireme-csi/trireme/pkg/csi"
 	"github.com/trireme-csi/trireme/pkg/localcluster"
@@ -112,7 +111,7 @@ func (r *run) deleteVolume(ctx context.Context, createErr error) error {
 
 // locate asks the controller's registry where the volume is served.
 func (r *run) locate(ctx context.Context) error {
-	reg, err := api.DialRegistry(r.sys.Controller.APIAddress)
+	reg, err := r.sys.Controller.DialRegistry()
 	if err != nil {
 		return err
 	}

@@ -18,6 +18,7 @@ import (
 
 	"github.com/trireme-csi/trireme/pkg/api"
 	apiv1 "github.com/trireme-csi/trireme/pkg/api/v1"
+	"github.com/trireme-csi/trireme/pkg/certs"
 )
 
 // NodeSpec names one node agent to start.
@@ -42,11 +43,14 @@ type Node struct {
 	CSIConn *grpc.ClientConn
 
 	proc *process
+	tls  *TLS
 }
 
 // Cluster is a set of node agent processes.
 type Cluster struct {
 	Nodes []*Node
+	// TLS is the certificate directory every node runs with.
+	TLS *TLS
 }
 
 // Options tune the node processes.
@@ -66,7 +70,14 @@ type Options struct {
 	CapacityBytes int64
 	// ExtraArgs are appended to every node's command line.
 	ExtraArgs []string
+	// TLSDir is the certificate directory the nodes run with (--tls-dir),
+	// where each gets its node and frontend certificates. Empty means
+	// Dir/tls. A directory without a CA gets a new one.
+	TLSDir string
 }
+
+// tlsDir is the certificate directory of the processes under dir.
+func tlsDir(dir string) string { return filepath.Join(dir, "tls") }
 
 // ThreeZones is a node per zone on three loopback addresses.
 var ThreeZones = []NodeSpec{
@@ -78,9 +89,16 @@ var ThreeZones = []NodeSpec{
 // Start launches one node agent per spec and waits until each answers on
 // its API.
 func Start(ctx context.Context, opts Options, specs []NodeSpec) (*Cluster, error) {
-	c := &Cluster{}
+	if opts.TLSDir == "" {
+		opts.TLSDir = tlsDir(opts.Dir)
+	}
+	t, err := OpenTLS(opts.TLSDir)
+	if err != nil {
+		return nil, err
+	}
+	c := &Cluster{TLS: t}
 	for _, s := range specs {
-		n, err := startNode(opts, s)
+		n, err := startNode(opts, t, s)
 		if err != nil {
 			c.Stop()
 			return nil, err
@@ -96,13 +114,24 @@ func Start(ctx context.Context, opts Options, specs []NodeSpec) (*Cluster, error
 	return c, nil
 }
 
-func startNode(opts Options, s NodeSpec) (*Node, error) {
+func startNode(opts Options, t *TLS, s NodeSpec) (*Node, error) {
 	ports, err := freePorts(s.IP, 3)
+	if err != nil {
+		return nil, err
+	}
+	if err := t.IssueNode(s.ID, s.IP); err != nil {
+		return nil, err
+	}
+	if err := t.Issue(AdminPeer); err != nil {
+		return nil, err
+	}
+	creds, err := t.DialOption(ControllerPeer, certs.RoleNode)
 	if err != nil {
 		return nil, err
 	}
 	n := &Node{
 		NodeSpec:        s,
+		tls:             t,
 		DataDir:         filepath.Join(opts.Dir, s.ID),
 		ReplicationAddr: net.JoinHostPort(s.IP, strconv.Itoa(ports[0])),
 		NBDAddress:      net.JoinHostPort(s.IP, strconv.Itoa(ports[1])),
@@ -118,7 +147,7 @@ func startNode(opts Options, s NodeSpec) (*Node, error) {
 	if n.proc, err = spawn("node "+s.ID, opts.Binary, n.args(opts, ports), logPath); err != nil {
 		return nil, err
 	}
-	if n.Client, err = api.DialNode(n.APIAddress); err != nil {
+	if n.Client, err = api.DialNode(n.APIAddress, creds); err != nil {
 		n.kill()
 		return nil, err
 	}
@@ -151,7 +180,8 @@ func (n *Node) args(opts Options, ports []int) []string {
 	if opts.CapacityBytes > 0 {
 		args = append(args, "--capacity-bytes", strconv.FormatInt(opts.CapacityBytes, 10))
 	}
-	return append(args, opts.ExtraArgs...)
+	// Last, so that it wins over a --tls-dir among ExtraArgs.
+	return append(append(args, opts.ExtraArgs...), "--tls-dir", opts.TLSDir)
 }
 
 // freePorts finds n ports free on ip. Another process could take one

@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -100,14 +101,14 @@ func TestConcurrentNBDClientsLeaveIdenticalReplicas(t *testing.T) {
 	if _, err := c.CreateVolume(ctx, "vol-model", size, "node-a", "node-b", "node-c"); err != nil {
 		t.Fatal(err)
 	}
-	uri := c.Node("node-a").NBDURI("vol-model")
+	open := c.Node("node-a").QemuIOArgs("vol-model")
 	model := make([]byte, size)
 	rng := rand.New(rand.NewPCG(42, 7))
 	var wg sync.WaitGroup
 	errs := make(chan error, clients)
 	for i := range clients {
 		region := int64(size / clients)
-		args := append([]string{"-f", "raw", uri}, clientScript(rng, model, int64(i)*region, region, 150)...)
+		args := append(slices.Clone(open), clientScript(rng, model, int64(i)*region, region, 150)...)
 		wg.Add(1)
 		go func() {
 			defer wg.Done()

@@ -14,6 +14,9 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	"k8s.io/klog/v2"
+
+	"github.com/trireme-csi/trireme/pkg/api"
+	"github.com/trireme-csi/trireme/pkg/certs"
 )
 
 // Controller is a running `trireme controller` process: CSI Identity and
@@ -29,12 +32,14 @@ type Controller struct {
 	DBPath string
 	// Conn is a client connection to the CSI services on Socket.
 	Conn *grpc.ClientConn
+	// TLS is the certificate directory the controller runs with, Dir/tls.
+	TLS *TLS
 
 	proc *process
 }
 
-// StartController launches a controller with its store, socket and log
-// under dir and its internal API on ip, and waits until its CSI Identity
+// StartController launches a controller with its store, socket, log and
+// certificates (dir/tls, see OpenTLS) under dir and its internal API on ip, and waits until its CSI Identity
 // service answers a probe.
 func StartController(ctx context.Context, binary, dir, ip string) (*Controller, error) {
 	ports, err := freePorts(ip, 1)
@@ -49,8 +54,14 @@ func StartController(ctx context.Context, binary, dir, ip string) (*Controller, 
 	if err := os.MkdirAll(filepath.Dir(c.Socket), 0o700); err != nil {
 		return nil, fmt.Errorf("start controller: %w", err)
 	}
+	if c.TLS, err = OpenTLS(tlsDir(dir)); err != nil {
+		return nil, err
+	}
+	if err := c.TLS.Issue(ControllerPeer); err != nil {
+		return nil, err
+	}
 	args := []string{"controller", "--endpoint", "unix://" + c.Socket, "--db", c.DBPath,
-		"--listen-address", ip, "--api-port", strconv.Itoa(ports[0])}
+		"--listen-address", ip, "--api-port", strconv.Itoa(ports[0]), "--tls-dir", c.TLS.Dir}
 	if c.proc, err = spawn("controller", binary, args, filepath.Join(dir, "controller.log")); err != nil {
 		return nil, err
 	}
@@ -109,4 +120,14 @@ func DialUnix(path string) (*grpc.ClientConn, error) {
 		return nil, fmt.Errorf("dial %s: %w", path, err)
 	}
 	return conn, nil
+}
+
+// DialRegistry returns a client of the controller's Registry service
+// that presents the harness's operator certificate (AdminPeer).
+func (c *Controller) DialRegistry() (*api.RegistryClient, error) {
+	creds, err := c.TLS.DialOption(AdminPeer, certs.RoleController)
+	if err != nil {
+		return nil, err
+	}
+	return api.DialRegistry(c.APIAddress, creds)
 }

@@ -3,6 +3,7 @@ package localcluster
 import (
 	"context"
 	"fmt"
+	"net"
 
 	"github.com/trireme-csi/trireme/pkg/api"
 	apiv1 "github.com/trireme-csi/trireme/pkg/api/v1"
@@ -81,7 +82,21 @@ func (c *Cluster) Checksums(ctx context.Context, volumeID string, nodeIDs ...str
 	return out, nil
 }
 
-// NBDURI is the address clients use to reach the volume on its primary.
+// NBDURI is the URI libnbd clients (nbdinfo, nbdcopy, fio's nbd engine)
+// reach the volume on its primary with, over TLS with the harness's
+// operator certificate.
 func (n *Node) NBDURI(volumeID string) string {
-	return "nbd://" + n.NBDAddress + "/" + volumeID
+	return "nbds://" + n.NBDAddress + "/" + volumeID + "?tls-certificates=" + n.tls.AdminDir()
+}
+
+// QemuIOArgs are the arguments that make qemu-io (or qemu-img) open the
+// volume on its primary, over TLS with the harness's operator
+// certificate.
+func (n *Node) QemuIOArgs(volumeID string) []string {
+	host, port, _ := net.SplitHostPort(n.NBDAddress)
+	return []string{
+		"--object", "tls-creds-x509,id=tls0,endpoint=client,dir=" + n.tls.AdminDir(),
+		"--image-opts", fmt.Sprintf("driver=nbd,server.type=inet,server.host=%s,server.port=%s,export=%s,tls-creds=tls0",
+			host, port, volumeID),
+	}
 }

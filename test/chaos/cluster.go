@@ -2,6 +2,7 @@ package chaos
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -16,6 +17,8 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/trireme-csi/trireme/pkg/api"
+	"github.com/trireme-csi/trireme/pkg/certs"
+	"github.com/trireme-csi/trireme/pkg/localcluster"
 )
 
 // Fixed ports: every process has its own network namespace.
@@ -45,6 +48,8 @@ type clusterSpec struct {
 // namespace on one private segment with the test process.
 type cluster struct {
 	spec       clusterSpec
+	tls        *localcluster.TLS // every process's --tls-dir
+	nbdTLS     *tls.Config       // the workload's NBD clients, as an operator
 	net        *network
 	controller *controllerProc
 	nodes      []*node
@@ -79,6 +84,14 @@ func startCluster(ctx context.Context, spec clusterSpec) (_ *cluster, err error)
 			err = errors.Join(err, c.destroy())
 		}
 	}()
+	if c.tls, err = localcluster.OpenTLS(filepath.Join(spec.dir, "tls")); err != nil {
+		return nil, err
+	}
+	admin, err := c.tls.Bundle(localcluster.AdminPeer)
+	if err != nil {
+		return nil, err
+	}
+	c.nbdTLS = admin.ClientConfig(certs.AllowRoles(certs.RoleNode))
 	if c.net, err = newNetwork(); err != nil {
 		return nil, err
 	}
@@ -110,13 +123,20 @@ func (c *cluster) addController() error {
 	}
 	ctl := &controllerProc{host: h, socket: filepath.Join(dir, "csi.sock"), db: filepath.Join(dir, "controller.db")}
 	args := []string{"controller", "--endpoint", "unix://" + ctl.socket, "--db", ctl.db,
-		"--listen-address", h.ip, "--api-port", strconv.Itoa(controllerAPIPort)}
+		"--listen-address", h.ip, "--api-port", strconv.Itoa(controllerAPIPort), "--tls-dir", c.tls.Dir}
+	if err := c.tls.Issue(localcluster.ControllerPeer); err != nil {
+		return err
+	}
 	ctl.proc = &proc{name: "controller", ns: h.ns, binary: c.spec.binary,
 		args: append(args, c.spec.controllerArgs...), logPath: filepath.Join(c.spec.dir, "controller.log")}
 	if ctl.csiConn, err = grpc.NewClient("unix://"+ctl.socket, grpc.WithTransportCredentials(insecure.NewCredentials())); err != nil {
 		return err
 	}
-	if ctl.registry, err = api.DialRegistry(ctl.apiAddress()); err != nil {
+	creds, err := c.tls.DialOption(localcluster.AdminPeer, certs.RoleController)
+	if err != nil {
+		return err
+	}
+	if ctl.registry, err = api.DialRegistry(ctl.apiAddress(), creds); err != nil {
 		return err
 	}
 	c.controller = ctl
@@ -162,10 +182,17 @@ func (c *cluster) addNode(id, zone, short string, b int) error {
 		"--nbd-port", strconv.Itoa(nbdPort),
 		"--api-port", strconv.Itoa(nodeAPIPort),
 		"--controller", c.controller.apiAddress(),
-		"--capacity-bytes", strconv.Itoa(nodeCapacity)}
+		"--capacity-bytes", strconv.Itoa(nodeCapacity), "--tls-dir", c.tls.Dir}
+	if err := c.tls.Issue(certs.Peer{Role: certs.RoleNode, Name: id}); err != nil {
+		return err
+	}
+	creds, err := c.tls.DialOption(localcluster.AdminPeer, certs.RoleNode)
+	if err != nil {
+		return err
+	}
 	n.proc = &proc{name: id, ns: h.ns, binary: c.spec.binary,
 		args: append(args, c.spec.nodeArgs...), logPath: filepath.Join(c.spec.dir, id+".log")}
-	if n.client, err = api.DialNode(net.JoinHostPort(h.ip, strconv.Itoa(nodeAPIPort))); err != nil {
+	if n.client, err = api.DialNode(net.JoinHostPort(h.ip, strconv.Itoa(nodeAPIPort)), creds); err != nil {
 		return err
 	}
 	c.nodes = append(c.nodes, n)

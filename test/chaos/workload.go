@@ -107,6 +107,7 @@ func clientOptions(c *cluster, v *volume, retry time.Duration) nbdclient.Options
 		ExportName:     api.ExportName(v.id, v.generation),
 		RetryTimeout:   retry,
 		ConnectTimeout: 2 * time.Second,
+		TLS:            c.nbdTLS,
 	}
 }
 
