@@ -93,7 +93,7 @@ func (e *exportAuthorizer) authorize(cert *x509.Certificate, export string) erro
 	if err != nil {
 		return fmt.Errorf("%w: %w", errExportDenied, err)
 	}
-	node, err := e.publishedNode(id)
+	node, err := e.publishedNode(id, caller.Name)
 	if err != nil {
 		return fmt.Errorf("%w: attachment of %s unknown: %w", errExportDenied, id, err)
 	}
@@ -103,15 +103,17 @@ func (e *exportAuthorizer) authorize(cert *x509.Certificate, export string) erro
 	return nil
 }
 
-// publishedNode returns the node a volume is attached to, asking the
-// controller at most every publishedTTL. Only answers are cached, not
-// failures.
-func (e *exportAuthorizer) publishedNode(id string) (string, error) {
+// publishedNode returns the node a volume is attached to. A cached
+// answer naming want, younger than publishedTTL, is used as it is;
+// anything else asks the controller, so that a volume just published to
+// another node is not refused to it on the strength of an older answer.
+// Failures are not cached.
+func (e *exportAuthorizer) publishedNode(id, want string) (string, error) {
 	now := e.now()
 	e.mu.Lock()
 	entry, ok := e.cache[id]
 	e.mu.Unlock()
-	if ok && now.Before(entry.expires) {
+	if ok && entry.node == want && now.Before(entry.expires) {
 		return entry.node, nil
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), locateTimeout)

@@ -122,24 +122,37 @@ func TestExportAuthorization(t *testing.T) {
 }
 
 // TestExportAuthorizationFollowsTheAttachment: what the controller said
-// is trusted for publishedTTL only, so a volume moved to another node is
-// refused to the old node's frontend soon after.
+// admits the node it named for publishedTTL only, so a volume moved to
+// another node is refused to the old node's frontend soon after; the new
+// node's frontend is admitted at once.
 func TestExportAuthorizationFollowsTheAttachment(t *testing.T) {
 	ca := testcerts.CA(t)
 	node := "n1"
 	e := newExportAuthorizer(func(context.Context, string) (string, error) { return node, nil })
 	now := time.Unix(1000, 0)
 	e.now = func() time.Time { return now }
-	cert := testcerts.Leaf(testcerts.Bundle(t, ca, frontendPeer))
-	if err := e.authorize(cert, "vol-a"); err != nil {
+	n1 := testcerts.Leaf(testcerts.Bundle(t, ca, frontendPeer))
+	n2 := testcerts.Leaf(testcerts.Bundle(t, ca, certs.Peer{Role: certs.RoleFrontend, Name: "n2"}))
+	if err := e.authorize(n1, "vol-a"); err != nil {
 		t.Fatal(err)
 	}
 	node = "n2"
-	if err := e.authorize(cert, "vol-a"); err != nil {
-		t.Fatalf("within the TTL: %v", err)
+	if err := e.authorize(n2, "vol-a"); err != nil {
+		t.Fatalf("the new node at once: %v", err)
+	}
+	if err := e.authorize(n1, "vol-a"); !errors.Is(err, errExportDenied) {
+		t.Fatalf("the old node once the controller named the new one: %v, want denied", err)
+	}
+	node = "n1"
+	if err := e.authorize(n1, "vol-a"); err != nil {
+		t.Fatal(err)
+	}
+	node = "n2"
+	if err := e.authorize(n1, "vol-a"); err != nil {
+		t.Fatalf("within the TTL of the answer naming it: %v", err)
 	}
 	now = now.Add(publishedTTL)
-	if err := e.authorize(cert, "vol-a"); !errors.Is(err, errExportDenied) {
+	if err := e.authorize(n1, "vol-a"); !errors.Is(err, errExportDenied) {
 		t.Fatalf("after the volume moved and the TTL passed: %v, want denied", err)
 	}
 }
