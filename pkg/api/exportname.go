@@ -19,9 +19,10 @@ var ErrInvalidExportName = errors.New("invalid export name")
 // "<volume-id>?generation=<n>". Generation 0 gives the bare volume id.
 //
 // A bare volume id carries no generation: it is administrative access
-// (qemu-io, nbdcopy, backups) and the primary does not fence it.
-// Known shortcoming: anyone who reaches the data server can use it; TLS
-// client certificates, still to come, are to restrict it.
+// (qemu-io, nbdcopy, backups) and the primary does not fence it. Under
+// mutual TLS the NBD server opens a volume only to an operator's
+// certificate, or to the frontend of the node the volume is attached to;
+// in insecure mode anyone who reaches the data server can use it.
 func ExportName(volumeID string, generation uint64) string {
 	if generation == 0 {
 		return volumeID
