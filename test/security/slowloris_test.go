@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/trireme-csi/trireme/internal/nbdwire"
 	"github.com/trireme-csi/trireme/pkg/agent"
 	"github.com/trireme-csi/trireme/pkg/api"
 )
@@ -143,7 +144,7 @@ func nbdTLSStart(c net.Conn, hello []byte) ([]byte, error) {
 	if _, err := io.ReadFull(c, g); err != nil {
 		return nil, fmt.Errorf("read NBD greeting: %w", err)
 	}
-	b := binary.BigEndian.AppendUint32(nil, 3) // fixed newstyle, no zeroes
+	b := binary.BigEndian.AppendUint32(nil, uint32(nbdwire.FlagFixedNewstyle|nbdwire.FlagNoZeroes))
 	b = append(b, nbdOption(nbdOptStartTLS, nil)...)
 	return append(b, hello...), nil
 }
