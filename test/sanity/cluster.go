@@ -24,10 +24,14 @@ import (
 	"google.golang.org/grpc"
 
 	"github.com/trireme-csi/trireme/pkg/agent"
+	"github.com/trireme-csi/trireme/pkg/api"
+	apiv1 "github.com/trireme-csi/trireme/pkg/api/v1"
+	"github.com/trireme-csi/trireme/pkg/certs"
 	"github.com/trireme-csi/trireme/pkg/controller"
 	"github.com/trireme-csi/trireme/pkg/controller/apiserver"
 	"github.com/trireme-csi/trireme/pkg/csi"
 	"github.com/trireme-csi/trireme/pkg/frontend"
+	"github.com/trireme-csi/trireme/pkg/localcluster"
 	"github.com/trireme-csi/trireme/pkg/store/bolt"
 )
 
@@ -49,6 +53,7 @@ const nodeCapacity = 1 << 40
 // cluster is a running controller and node agents.
 type cluster struct {
 	dir            string
+	tls            *localcluster.TLS // every component's certificates
 	controllerSock string
 	nodeSocks      []string
 	mountDirs      []string
@@ -68,8 +73,12 @@ func startCluster(t *testing.T) *cluster {
 	t.Helper()
 	c := &cluster{dir: t.TempDir()}
 	t.Cleanup(func() { c.checkNoLeftovers(t) })
+	var err error
+	if c.tls, err = localcluster.OpenTLS(filepath.Join(c.dir, "tls")); err != nil {
+		t.Fatal(err)
+	}
 	ctrl := c.startController(t)
-	apiAddr := serveInternalAPI(t, ctrl)
+	apiAddr := c.serveInternalAPI(t, ctrl)
 	for _, n := range threeZones {
 		c.startAgent(t, n, apiAddr)
 	}
@@ -83,7 +92,10 @@ func (c *cluster) startController(t *testing.T) *controller.Controller {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctrl := controller.New(controller.Options{Store: st})
+	self := c.bundle(t, localcluster.ControllerPeer)
+	toNodes := api.ClientCredentials(self, certs.AllowRoles(certs.RoleNode))
+	ctrl := controller.New(controller.Options{Store: st,
+		DialNode: func(addr string) (apiv1.NodeClient, error) { return api.DialNode(addr, toNodes) }})
 	t.Cleanup(func() {
 		ctrl.Close()
 		st.Close()
@@ -101,14 +113,28 @@ func (c *cluster) startController(t *testing.T) *controller.Controller {
 	return ctrl
 }
 
-func serveInternalAPI(t *testing.T, ctrl *controller.Controller) string {
+// bundle returns the certificate of p.
+func (c *cluster) bundle(t *testing.T, p certs.Peer) *certs.Bundle {
+	t.Helper()
+	b, err := c.tls.Bundle(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// serveInternalAPI serves the controller's API as `trireme controller
+// --tls-dir` does.
+func (c *cluster) serveInternalAPI(t *testing.T, ctrl *controller.Controller) string {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := grpc.NewServer()
-	apiserver.New(ctrl).Register(s)
+	edge := apiserver.New(ctrl)
+	self := c.bundle(t, localcluster.ControllerPeer)
+	s := grpc.NewServer(api.ServerOptions(self, certs.AllowRoles(certs.RoleNode, certs.RoleAdmin), edge.Rules())...)
+	edge.Register(s)
 	go s.Serve(l)
 	t.Cleanup(s.Stop)
 	return l.Addr().String()
@@ -118,10 +144,18 @@ func serveInternalAPI(t *testing.T, ctrl *controller.Controller) string {
 func (c *cluster) startAgent(t *testing.T, n nodeSpec, apiAddr string) {
 	t.Helper()
 	dataDir := filepath.Join(c.dir, n.id)
+	if err := c.tls.IssueNode(n.id, n.ip); err != nil {
+		t.Fatal(err)
+	}
+	sec := &agent.Security{
+		Node:     c.bundle(t, certs.Peer{Role: certs.RoleNode, Name: n.id}),
+		Frontend: c.bundle(t, certs.Peer{Role: certs.RoleFrontend, Name: n.id}),
+	}
 	a, err := agent.New(agent.Config{
 		NodeID: n.id, Zone: n.zone, DataDir: dataDir, ListenAddress: n.ip,
 		ControllerAddress: apiAddr, CapacityBytes: nodeCapacity,
 		HeartbeatInterval: 200 * time.Millisecond, AckTimeout: 2 * time.Second,
+		Security: sec,
 	})
 	if err != nil {
 		t.Fatal(err)

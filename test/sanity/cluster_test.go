@@ -15,6 +15,8 @@ import (
 
 	"github.com/trireme-csi/trireme/pkg/api"
 	apiv1 "github.com/trireme-csi/trireme/pkg/api/v1"
+	"github.com/trireme-csi/trireme/pkg/certs"
+	"github.com/trireme-csi/trireme/pkg/localcluster"
 )
 
 // csiClients talk to the controller and to node-a, as the provisioner,
@@ -154,8 +156,12 @@ func writeFile(t *testing.T, path string, data []byte) {
 func checkReplicasEqual(t *testing.T, c *cluster, id string) {
 	t.Helper()
 	sums := map[string]string{}
+	asAdmin, err := c.tls.DialOption(localcluster.AdminPeer, certs.RoleNode)
+	if err != nil {
+		t.Fatal(err)
+	}
 	for _, a := range c.agents {
-		nc, err := api.DialNode(a.Endpoints().API)
+		nc, err := api.DialNode(a.Endpoints().API, asAdmin)
 		if err != nil {
 			t.Fatal(err)
 		}
