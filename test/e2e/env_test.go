@@ -27,6 +27,7 @@ import (
 	"github.com/trireme-csi/trireme/internal/kubetest"
 	"github.com/trireme-csi/trireme/internal/testenv"
 	"github.com/trireme-csi/trireme/pkg/api"
+	"github.com/trireme-csi/trireme/pkg/certs"
 	"github.com/trireme-csi/trireme/pkg/csi"
 	"github.com/trireme-csi/trireme/pkg/localcluster"
 )
@@ -98,6 +99,16 @@ func startEnv(t *testing.T) *env {
 	var ok bool
 	if e.lease, ok = chartargs.Flag(e.chart.Controller.Args, "leader-election-id"); !ok {
 		t.Fatal("the chart's controller has no --leader-election-id")
+	}
+	// The cluster CA, as the chart's Secret would hold it: the
+	// controllers' init containers issue from it, and the node agents'
+	// certificates come from it too.
+	ca, err := certs.NewCA("Trireme e2e CA", 24*time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := certs.WriteCA(e.caDir(), ca); err != nil {
+		t.Fatal(err)
 	}
 	e.applyCRDs()
 	e.create(&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: namespace}})
@@ -239,6 +250,13 @@ func (e *env) startController(i int) *controller {
 	if err != nil {
 		e.t.Fatal(err)
 	}
+	// The pod's init containers issue its certificate, as in the chart.
+	tlsDir := filepath.Join(e.dir, c.name+"-tls")
+	pod := chartargs.Pod{Name: c.name, Namespace: namespace, IP: ip}
+	if err := chartargs.RunInit(e.bin, e.chart.ControllerInit, pod, e.caDir(), tlsDir); err != nil {
+		e.t.Fatal(err)
+	}
+	args = chartargs.SetFlag(args, "tls-dir", tlsDir)
 	args = chartargs.SetFlag(args, "endpoint", "unix://"+c.socket)
 	args = chartargs.SetFlag(args, "api-port", strconv.Itoa(port))
 	args = chartargs.SetFlag(args, "kubeconfig", e.cp.Kubeconfig())
@@ -258,8 +276,9 @@ func (e *env) startNodes() {
 		e.t.Fatal(err)
 	}
 	// localcluster sets each agent's id, addresses, paths and capacity.
+	// ... and their certificates, from the cluster CA.
 	kubeArgs := append(withoutFlags(args[1:], "node-id", "data-dir", "listen-address", "replication-port",
-		"nbd-port", "api-port", "csi-endpoint", "capacity-bytes"), "--kubeconfig="+e.cp.Kubeconfig())
+		"nbd-port", "api-port", "csi-endpoint", "capacity-bytes", "tls-dir"), "--kubeconfig="+e.cp.Kubeconfig())
 	var specs []localcluster.NodeSpec
 	for _, n := range storageNodes {
 		specs = append(specs, localcluster.NodeSpec{ID: n.ID, IP: n.IP}) // no zone: the Node says
@@ -267,7 +286,7 @@ func (e *env) startNodes() {
 	ctx, cancel := context.WithTimeout(e.ctx(), time.Minute)
 	defer cancel()
 	cl, err := localcluster.Start(ctx, localcluster.Options{Binary: e.bin, Dir: e.dir, CSI: true,
-		CapacityBytes: nodeCapacity, ExtraArgs: kubeArgs}, specs)
+		CapacityBytes: nodeCapacity, ExtraArgs: kubeArgs, TLSDir: e.caDir()}, specs)
 	if err != nil {
 		e.t.Fatal(err)
 	}
@@ -284,6 +303,10 @@ func (e *env) startNodes() {
 		}
 	})
 }
+
+// caDir holds the cluster CA, where the chart mounts its Secret, and the
+// node agents' certificates.
+func (e *env) caDir() string { return filepath.Join(e.dir, "tls") }
 
 func tail(path string, n int) string {
 	b, err := os.ReadFile(path)
