@@ -8,6 +8,7 @@ import (
 	"net"
 	"time"
 
+	"github.com/trireme-csi/trireme/pkg/api"
 	apiv1 "github.com/trireme-csi/trireme/pkg/api/v1"
 	"github.com/trireme-csi/trireme/pkg/certs"
 	"github.com/trireme-csi/trireme/pkg/nbd"
@@ -77,8 +78,45 @@ func (a *Agent) publishedNode(ctx context.Context, volumeID string) (string, err
 
 // replicationOptions are the replication server's.
 func (a *Agent) replicationOptions() replication.ServerOptions {
-	return replication.ServerOptions{NodeID: a.cfg.NodeID, HelloTimeout: HandshakeTimeout,
+	o := replication.ServerOptions{NodeID: a.cfg.NodeID, HelloTimeout: HandshakeTimeout,
 		MaxConnsPerIP: ReplicationMaxConnsPerIP, MaxUnbound: ReplicationMaxUnbound}
+	if a.nodeBundle() != nil {
+		o.Admit = a.admitPrimary
+	}
+	return o
+}
+
+// admitPrimary lets a node write this node's replica of a volume only as
+// the primary of the volume's newest layout, and at no epoch above that
+// layout's. A node certificate alone would let any node, or a deposed
+// primary, write any replica, or raise its epoch so far that the real
+// primary is refused (I3). The layout this node last got usually
+// answers; a newer one (a failover the controller has not pushed here
+// yet) is asked of the controller.
+func (a *Agent) admitPrimary(peer, volume string, epoch uint64) error {
+	if st, ok := a.state(volume); ok && st.layout != nil && fitsLayout(*st.layout, peer, epoch) {
+		return nil
+	}
+	if a.registry == nil {
+		return errors.New("no controller to confirm the primary with")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), locateTimeout)
+	defer cancel()
+	resp, err := a.registry.LocateVolume(ctx, &apiv1.LocateVolumeRequest{VolumeId: volume})
+	if err != nil {
+		return fmt.Errorf("cannot confirm the primary with the controller: %w", err)
+	}
+	l := api.LayoutFromProto(resp.GetLayout())
+	if l.VolumeID != volume || !fitsLayout(l, peer, epoch) {
+		return fmt.Errorf("the controller's layout at epoch %d names %q primary", l.Epoch, l.Primary)
+	}
+	return nil
+}
+
+// fitsLayout says whether peer writing at epoch is l's primary at l's
+// epoch or an older one (which the replica refuses as stale anyway).
+func fitsLayout(l replication.Layout, peer string, epoch uint64) bool {
+	return l.Primary == peer && epoch <= l.Epoch
 }
 
 // frontendTLS is the configuration the CSI frontend connects to primaries

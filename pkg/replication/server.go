@@ -3,6 +3,7 @@ package replication
 import (
 	"bufio"
 	"container/list"
+	"crypto/tls"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -16,6 +17,7 @@ import (
 
 	"github.com/trireme-csi/trireme/internal/budget"
 	"github.com/trireme-csi/trireme/pkg/blockstore"
+	"github.com/trireme-csi/trireme/pkg/certs"
 	"github.com/trireme-csi/trireme/pkg/netlimit"
 )
 
@@ -45,6 +47,15 @@ type ServerOptions struct {
 	// idle connections cannot keep a primary out for HelloTimeout. Zero
 	// means no limit.
 	MaxUnbound int
+	// Admit, when set, decides whether a peer may write a volume's
+	// replica at an epoch: peer is the node its TLS certificate names
+	// ("" on a connection without TLS). It is asked at the hello, before
+	// the replica observes the epoch, and again for the first frame of
+	// each higher epoch on the connection, so that neither a node that is
+	// not the primary nor a deposed one can raise a replica's epoch and
+	// lock the real primary out. A refusal is StatusForbidden, and closes
+	// the connection.
+	Admit func(peer, volume string, epoch uint64) error
 }
 
 // Server is the replica side of the replication protocol: it accepts
@@ -241,6 +252,12 @@ type serverConn struct {
 	mu     sync.Mutex // guards volume, read by CloseVolume
 	volume string
 
+	// peerNode is the node the peer's certificate names, and admitted the
+	// highest epoch Admit allowed it (apply loop only).
+	peerNode  string
+	admitted  uint64
+	forbidden bool // Admit refused a frame: the loop ends
+
 	wmu  sync.Mutex // guards w and werr
 	w    *bufio.Writer
 	werr error
@@ -311,11 +328,32 @@ func (c *serverConn) bind(f Frame) (*blockstore.Replica, error) {
 	c.mu.Lock()
 	c.volume = id
 	c.mu.Unlock()
+	if tc, ok := c.conn.(*tls.Conn); ok {
+		if p, err := certs.PeerFromState(tc.ConnectionState()); err == nil {
+			c.peerNode = p.Name
+		}
+	}
+	if err := c.admit(f.Epoch); err != nil {
+		return nil, err
+	}
 	if err := rep.ObserveEpoch(f.Epoch); err != nil {
 		c.replica = rep // so the refusal carries the replica's epoch
 		return nil, fmt.Errorf("volume %s: %w", id, err)
 	}
 	return rep, nil
+}
+
+// admit asks Admit whether the peer may write at epoch, unless it was
+// admitted at that epoch or a higher one already.
+func (c *serverConn) admit(epoch uint64) error {
+	if c.srv.opts.Admit == nil || epoch <= c.admitted {
+		return nil
+	}
+	if err := c.srv.opts.Admit(c.peerNode, c.volume, epoch); err != nil {
+		return fmt.Errorf("volume %s, epoch %d, peer %q: %w: %w", c.volume, epoch, c.peerNode, ErrForbidden, err)
+	}
+	c.admitted = epoch
+	return nil
 }
 
 func (c *serverConn) boundTo() string {
@@ -343,6 +381,10 @@ func (c *serverConn) applyLoop() {
 		}
 		c.apply(&f)
 		c.srv.budget.Release(int64(len(f.Payload)))
+		if c.forbidden {
+			c.flush()
+			return
+		}
 	}
 }
 
@@ -373,6 +415,13 @@ func (c *serverConn) readFailed(f Frame, err error) {
 }
 
 func (c *serverConn) apply(f *Frame) {
+	if err := c.admit(f.Epoch); err != nil {
+		klog.InfoS("Refused replication frame from a peer that is not the primary at its epoch; closing",
+			"peer", c.peer, "volume", c.volume, "epoch", f.Epoch, "err", err)
+		c.forbidden = true
+		c.replyErr(*f, err)
+		return
+	}
 	if err := validateRequest(f, c.replica.Size()); err != nil { // the replica may grow
 		klog.InfoS("Refused replication request", "peer", c.peer, "volume", c.volume, "op", f.Op, "err", err)
 		c.reply(*f, StatusBadRequest, nil)
@@ -445,6 +494,8 @@ func (c *serverConn) replyErr(f Frame, err error, payload ...byte) {
 		c.reply(f, StatusUnknownVolume, nil)
 	case errors.Is(err, ErrWrongNode):
 		c.reply(f, StatusWrongNode, nil)
+	case errors.Is(err, ErrForbidden):
+		c.reply(f, StatusForbidden, nil)
 	default:
 		klog.ErrorS(err, "Replica I/O failed", "peer", c.peer, "volume", c.volume, "op", f.Op)
 		c.reply(f, StatusIOError, nil)

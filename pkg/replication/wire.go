@@ -75,6 +75,7 @@ const (
 	StatusIOError       Status = 4
 	StatusNotBound      Status = 5
 	StatusWrongNode     Status = 6
+	StatusForbidden     Status = 7
 )
 
 // Errors a replica reports, one per status, so that callers can use
@@ -86,6 +87,7 @@ var (
 	ErrRemoteIO      = errors.New("replica i/o error")
 	ErrNotBound      = errors.New("connection not bound to a volume")
 	ErrWrongNode     = errors.New("replica belongs to another node")
+	ErrForbidden     = errors.New("peer is not the volume's primary at that epoch")
 )
 
 // Decoding errors.
@@ -111,6 +113,8 @@ func (s Status) Err() error {
 		return ErrNotBound
 	case StatusWrongNode:
 		return ErrWrongNode
+	case StatusForbidden:
+		return ErrForbidden
 	default:
 		return ErrRemoteIO
 	}
