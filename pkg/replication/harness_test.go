@@ -96,6 +96,12 @@ func layoutOf(volume string, size int64, epoch uint64, primary string, reps ...R
 
 func startPrimary(t *testing.T, store *blockstore.Replica, l Layout, opts PrimaryOptions) *Primary {
 	t.Helper()
+	if opts.Reporter == nil && opts.AckTimeout == 0 {
+		// Nobody would answer a fault report, so a replica slow to
+		// acknowledge on a loaded machine would hold writes forever: give
+		// it time. Broken connections still fault at once.
+		opts.AckTimeout = time.Minute
+	}
 	p, err := NewPrimary(store, l, opts)
 	if err != nil {
 		t.Fatalf("NewPrimary: %v", err)
