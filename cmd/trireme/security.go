@@ -114,10 +114,12 @@ func nodeSecurity(s *securityFlags, nodeID string, frontend bool) (*agent.Securi
 }
 
 // nodeDialer returns how the controller dials node agents: presenting
-// the controller's certificate and accepting only a node certificate.
+// the controller's certificate and accepting only the certificate of the
+// node it means to reach, so that a node registering another's API
+// address gets nothing sent there.
 func nodeDialer(b *certs.Bundle) controller.NodeDialer {
-	creds := api.ClientCredentials(b, certs.AllowRoles(certs.RoleNode))
-	return func(addr string) (apiv1.NodeClient, error) {
-		return api.DialNode(addr, creds)
+	return func(nodeID, addr string) (apiv1.NodeClient, error) {
+		want := certs.Peer{Role: certs.RoleNode, Name: nodeID}
+		return api.DialNode(addr, api.ClientCredentials(b, certs.AllowPeer(want)))
 	}
 }

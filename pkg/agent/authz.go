@@ -53,23 +53,35 @@ var (
 const publishedTTL = 2 * time.Second
 
 // exportAuthorizer decides which NBD client may open which export: an
-// operator (admin) any, a frontend only a volume attached to its own
-// node, as the controller records it; anything else none.
+// operator (admin) any, under any name; a frontend only a volume attached
+// to its own node, as the controller records it, and only under the
+// attachment generation of that publish (api.ExportName), so that the
+// primary fences its connection once the volume is published elsewhere.
+// A frontend may not use the bare volume id, nor a generation the
+// controller has not handed out: the primary fences neither. Anything
+// else opens nothing.
 type exportAuthorizer struct {
-	// published returns the node a volume is attached to.
-	published func(ctx context.Context, volumeID string) (string, error)
+	// published returns the node a volume is attached to and the
+	// attachment generation of that publish.
+	published func(ctx context.Context, volumeID string) (attachment, error)
 	now       func() time.Time
 
 	mu    sync.Mutex
 	cache map[string]publishedEntry
 }
 
+// attachment is where the controller says a volume is published.
+type attachment struct {
+	node       string
+	generation uint64
+}
+
 type publishedEntry struct {
-	node    string
+	attachment
 	expires time.Time
 }
 
-func newExportAuthorizer(published func(ctx context.Context, volumeID string) (string, error)) *exportAuthorizer {
+func newExportAuthorizer(published func(ctx context.Context, volumeID string) (attachment, error)) *exportAuthorizer {
 	return &exportAuthorizer{published: published, now: time.Now, cache: map[string]publishedEntry{}}
 }
 
@@ -89,38 +101,43 @@ func (e *exportAuthorizer) authorize(cert *x509.Certificate, export string) erro
 	default:
 		return fmt.Errorf("%w: %s opens no volume", errExportDenied, caller)
 	}
-	id, _, err := api.ParseExportName(export)
+	id, gen, err := api.ParseExportName(export)
 	if err != nil {
 		return fmt.Errorf("%w: %w", errExportDenied, err)
 	}
-	node, err := e.publishedNode(id, caller.Name)
+	if gen == 0 {
+		return fmt.Errorf("%w: a frontend opens a volume under its attachment generation, not as %q", errExportDenied, export)
+	}
+	at, err := e.attachmentOf(id, caller.Name, gen)
 	if err != nil {
 		return fmt.Errorf("%w: attachment of %s unknown: %w", errExportDenied, id, err)
 	}
-	if node != caller.Name {
+	switch {
+	case at.node != caller.Name:
 		return fmt.Errorf("%w: volume %s is not attached to node %q", errExportDenied, id, caller.Name)
+	case gen > at.generation:
+		return fmt.Errorf("%w: volume %s was published at generation %d, not %d", errExportDenied, id, at.generation, gen)
 	}
 	return nil
 }
 
-// publishedNode returns the node a volume is attached to. A cached
-// answer naming want, younger than publishedTTL, is used as it is;
-// anything else asks the controller, so that a volume just published to
-// another node is not refused to it on the strength of an older answer.
-// Failures are not cached.
-func (e *exportAuthorizer) publishedNode(id, want string) (string, error) {
+// attachmentOf returns where a volume is attached. A cached answer naming
+// node at generation gen or later, younger than publishedTTL, is used as
+// it is; any other answer is asked of the controller again, so that a
+// volume just published to this node is not refused on a stale answer.
+func (e *exportAuthorizer) attachmentOf(id, node string, gen uint64) (attachment, error) {
 	now := e.now()
 	e.mu.Lock()
 	entry, ok := e.cache[id]
 	e.mu.Unlock()
-	if ok && entry.node == want && now.Before(entry.expires) {
-		return entry.node, nil
+	if ok && entry.node == node && gen <= entry.generation && now.Before(entry.expires) {
+		return entry.attachment, nil
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), locateTimeout)
 	defer cancel()
-	node, err := e.published(ctx, id)
+	at, err := e.published(ctx, id)
 	if err != nil {
-		return "", err
+		return attachment{}, err
 	}
 	e.mu.Lock()
 	defer e.mu.Unlock()
@@ -129,6 +146,6 @@ func (e *exportAuthorizer) publishedNode(id, want string) (string, error) {
 			delete(e.cache, k)
 		}
 	}
-	e.cache[id] = publishedEntry{node: node, expires: now.Add(publishedTTL)}
-	return node, nil
+	e.cache[id] = publishedEntry{attachment: at, expires: now.Add(publishedTTL)}
+	return at, nil
 }

@@ -81,19 +81,18 @@ func TestNodeAPIRulesCoverEveryMethod(t *testing.T) {
 	}
 }
 
-// TestExportAuthorization: an operator opens any export; a frontend only
-// a volume attached to its own node; a node certificate none.
+// TestExportAuthorization: an operator opens any export under any name; a
+// frontend only a volume attached to its own node, under a generation the
+// controller handed out; a node certificate none.
 func TestExportAuthorization(t *testing.T) {
 	ca := testcerts.CA(t)
-	published := map[string]string{"vol-a": "n1", "vol-b": "n2"}
-	asked := 0
-	e := newExportAuthorizer(func(_ context.Context, id string) (string, error) {
-		asked++
-		node, ok := published[id]
+	published := map[string]attachment{"vol-a": {"n1", 3}, "vol-b": {"n2", 1}}
+	e := newExportAuthorizer(func(_ context.Context, id string) (attachment, error) {
+		at, ok := published[id]
 		if !ok {
-			return "", errors.New("not found")
+			return attachment{}, errors.New("not found")
 		}
-		return node, nil
+		return at, nil
 	})
 	for _, tc := range []struct {
 		peer   certs.Peer
@@ -103,11 +102,13 @@ func TestExportAuthorization(t *testing.T) {
 		{adminPeer, "vol-b", true},
 		{adminPeer, "anything", true},
 		{frontendPeer, "vol-a?generation=3", true},
-		{frontendPeer, "vol-a", true},
+		{frontendPeer, "vol-a?generation=2", true},  // the primary fences it
+		{frontendPeer, "vol-a", false},              // the bare id: never fenced
+		{frontendPeer, "vol-a?generation=4", false}, // not handed out yet
 		{frontendPeer, "vol-b?generation=1", false},
-		{frontendPeer, "vol-c", false},
+		{frontendPeer, "vol-c?generation=1", false},
 		{frontendPeer, "vol-a?generation=x", false},
-		{certs.Peer{Role: certs.RoleFrontend, Name: "n2"}, "vol-b", true},
+		{certs.Peer{Role: certs.RoleFrontend, Name: "n2"}, "vol-b?generation=1", true},
 		{nodePeer, "vol-a", false},
 		{controllerPeer, "vol-a", false},
 	} {
@@ -128,31 +129,31 @@ func TestExportAuthorization(t *testing.T) {
 func TestExportAuthorizationFollowsTheAttachment(t *testing.T) {
 	ca := testcerts.CA(t)
 	node := "n1"
-	e := newExportAuthorizer(func(context.Context, string) (string, error) { return node, nil })
+	e := newExportAuthorizer(func(context.Context, string) (attachment, error) { return attachment{node, 1}, nil })
 	now := time.Unix(1000, 0)
 	e.now = func() time.Time { return now }
 	n1 := testcerts.Leaf(testcerts.Bundle(t, ca, frontendPeer))
 	n2 := testcerts.Leaf(testcerts.Bundle(t, ca, certs.Peer{Role: certs.RoleFrontend, Name: "n2"}))
-	if err := e.authorize(n1, "vol-a"); err != nil {
+	if err := e.authorize(n1, "vol-a?generation=1"); err != nil {
 		t.Fatal(err)
 	}
 	node = "n2"
-	if err := e.authorize(n2, "vol-a"); err != nil {
+	if err := e.authorize(n2, "vol-a?generation=1"); err != nil {
 		t.Fatalf("the new node at once: %v", err)
 	}
-	if err := e.authorize(n1, "vol-a"); !errors.Is(err, errExportDenied) {
+	if err := e.authorize(n1, "vol-a?generation=1"); !errors.Is(err, errExportDenied) {
 		t.Fatalf("the old node once the controller named the new one: %v, want denied", err)
 	}
 	node = "n1"
-	if err := e.authorize(n1, "vol-a"); err != nil {
+	if err := e.authorize(n1, "vol-a?generation=1"); err != nil {
 		t.Fatal(err)
 	}
 	node = "n2"
-	if err := e.authorize(n1, "vol-a"); err != nil {
+	if err := e.authorize(n1, "vol-a?generation=1"); err != nil {
 		t.Fatalf("within the TTL of the answer naming it: %v", err)
 	}
 	now = now.Add(publishedTTL)
-	if err := e.authorize(n1, "vol-a"); !errors.Is(err, errExportDenied) {
+	if err := e.authorize(n1, "vol-a?generation=1"); !errors.Is(err, errExportDenied) {
 		t.Fatalf("after the volume moved and the TTL passed: %v, want denied", err)
 	}
 }

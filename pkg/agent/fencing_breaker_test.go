@@ -19,14 +19,17 @@ import (
 func TestBreakerFrontendConnectionEscapesAttachmentFencing(t *testing.T) {
 	ca := testcerts.CA(t)
 	attachedTo := "n1"
-	e := newExportAuthorizer(func(context.Context, string) (string, error) { return attachedTo, nil })
+	e := newExportAuthorizer(func(context.Context, string) (attachment, error) { return attachment{attachedTo, 2}, nil })
 	a := startPrimary(t, "vol-f", 2)
 	exports := primaryExports{a.agent}
 	fe := testcerts.Leaf(testcerts.Bundle(t, ca, frontendPeer)) // frontend n1
 
 	held := map[string]nbd.Export{}
-	for _, name := range []string{"vol-f", "vol-f?generation=1000"} {
+	for _, name := range []string{"vol-f", "vol-f?generation=1000", "vol-f?generation=2"} {
 		if err := e.authorize(fe, name); err != nil {
+			if name == "vol-f?generation=2" {
+				t.Fatalf("frontend n1 refused its own attachment's export: %v", err)
+			}
 			continue // refused to the frontend: fine
 		}
 		x, err := exports.Lookup(name)

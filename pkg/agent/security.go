@@ -64,16 +64,16 @@ func (a *Agent) nbdOptions() nbd.Options {
 	return o
 }
 
-// publishedNode asks the controller which node a volume is attached to.
-func (a *Agent) publishedNode(ctx context.Context, volumeID string) (string, error) {
+// publishedNode asks the controller where a volume is attached.
+func (a *Agent) publishedNode(ctx context.Context, volumeID string) (attachment, error) {
 	if a.registry == nil {
-		return "", errors.New("no controller to ask")
+		return attachment{}, errors.New("no controller to ask")
 	}
 	resp, err := a.registry.LocateVolume(ctx, &apiv1.LocateVolumeRequest{VolumeId: volumeID})
 	if err != nil {
-		return "", err
+		return attachment{}, err
 	}
-	return resp.GetPublishedNodeId(), nil
+	return attachment{node: resp.GetPublishedNodeId(), generation: resp.GetAttachmentGeneration()}, nil
 }
 
 // replicationOptions are the replication server's.

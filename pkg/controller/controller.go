@@ -27,9 +27,10 @@ const (
 	DefaultPushTimeout      = 2 * time.Second
 )
 
-// NodeDialer returns a client of the Node service at a node agent's API
-// address (host:port).
-type NodeDialer func(apiAddress string) (apiv1.NodeClient, error)
+// NodeDialer returns a client of the Node service of node nodeID at its
+// agent's API address (host:port). With TLS the client must accept only
+// that node's certificate: a node could register another's address.
+type NodeDialer func(nodeID, apiAddress string) (apiv1.NodeClient, error)
 
 // Options configure a Controller.
 type Options struct {
@@ -94,7 +95,7 @@ func (o *Options) defaults() {
 	}
 }
 
-func dialNode(addr string) (apiv1.NodeClient, error) {
+func dialNode(_, addr string) (apiv1.NodeClient, error) {
 	return api.DialNode(addr)
 }
 

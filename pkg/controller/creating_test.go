@@ -25,7 +25,7 @@ func TestRepairLeavesAVolumeBeingCreatedAlone(t *testing.T) {
 	defer st.Close()
 	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 	c := New(Options{Store: st, Now: func() time.Time { return now },
-		DialNode: func(string) (apiv1.NodeClient, error) { return okNode{}, nil }})
+		DialNode: func(string, string) (apiv1.NodeClient, error) { return okNode{}, nil }})
 	defer c.Close()
 	ctx := context.Background()
 	v, err := st.CreateVolume(ctx, store.Volume{ID: "vol-1", Name: "pvc-1", Size: 4096,

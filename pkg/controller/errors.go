@@ -33,6 +33,9 @@ var (
 	ErrInvalidReport = errors.New("report does not fit the volume")
 	// ErrBusy means another call is working on the volume; retry later.
 	ErrBusy = errors.New("operation in progress")
+	// ErrAddressInUse means a node registered an address another live
+	// node holds.
+	ErrAddressInUse = errors.New("address registered by another live node")
 	// ErrEpochAhead means a report carries an epoch the controller never
 	// handed out.
 	ErrEpochAhead = errors.New("report epoch is newer than the volume record")

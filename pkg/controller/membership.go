@@ -58,6 +58,9 @@ func (c *Controller) RegisterNode(ctx context.Context, r Registration) error {
 	if err := validateRegistration(r); err != nil {
 		return err
 	}
+	if err := c.checkAddressesFree(r); err != nil {
+		return err
+	}
 	if err := c.persistNode(ctx, r); err != nil {
 		return err
 	}
@@ -69,6 +72,28 @@ func (c *Controller) RegisterNode(ctx context.Context, r Registration) error {
 	klog.InfoS("Node registered", "node", r.NodeID, "zone", r.Zone, "api", r.APIAddress,
 		"data", r.DataAddress, "capacity", r.CapacityBytes, "free", r.FreeBytes)
 	go c.resendLayouts(r.NodeID)
+	return nil
+}
+
+// checkAddressesFree refuses a registration naming an address another
+// live node registered: the controller would send that node's calls, or
+// the replicas placed on it, to the other one. A dead node's addresses
+// may be taken over (a replacement machine may get its IP).
+func (c *Controller) checkAddressesFree(r Registration) error {
+	for _, n := range c.liveNodes() {
+		if n.NodeID == r.NodeID {
+			continue
+		}
+		for _, a := range []struct{ field, mine, theirs string }{
+			{"api_address", r.APIAddress, n.APIAddress},
+			{"data_address", r.DataAddress, n.DataAddress},
+			{"nbd_address", r.NBDAddress, n.NBDAddress},
+		} {
+			if a.mine == a.theirs {
+				return fmt.Errorf("register node %s: %s %s: %w: node %s", r.NodeID, a.field, a.mine, ErrAddressInUse, n.NodeID)
+			}
+		}
+	}
 	return nil
 }
 

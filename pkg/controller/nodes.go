@@ -21,16 +21,17 @@ func (c *Controller) nodeClient(ctx context.Context, nodeID string) (apiv1.NodeC
 	if err != nil {
 		return nil, err
 	}
+	key := nodeID + "@" + addr
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if cl, ok := c.clients[addr]; ok {
+	if cl, ok := c.clients[key]; ok {
 		return cl, nil
 	}
-	cl, err := c.opts.DialNode(addr)
+	cl, err := c.opts.DialNode(nodeID, addr)
 	if err != nil {
 		return nil, fmt.Errorf("node %s: %w: %w", nodeID, ErrNodeUnavailable, err)
 	}
-	c.clients[addr] = cl
+	c.clients[key] = cl
 	return cl, nil
 }
 

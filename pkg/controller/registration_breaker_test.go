@@ -1,10 +1,12 @@
 package controller_test
 
 import (
+	"errors"
 	"slices"
 	"testing"
 	"time"
 
+	"github.com/trireme-csi/trireme/pkg/controller"
 	"github.com/trireme-csi/trireme/pkg/controller/controllertest"
 )
 
@@ -37,7 +39,9 @@ func TestBreakerRegistrationCannotAimOrphanCollectionAtAnotherNode(t *testing.T)
 
 	reg := controllertest.Registration(attacker, "zone-a", 10*controllertest.GiB)
 	reg.APIAddress = victimAddr
-	_ = e.C.RegisterNode(ctx, reg) // refusing it would be one fix
+	if err := e.C.RegisterNode(ctx, reg); !errors.Is(err, controller.ErrAddressInUse) {
+		t.Errorf("%s registering %s's API address: %v, want ErrAddressInUse", attacker, victim, err)
+	}
 
 	deadline := time.Now().Add(2 * time.Second)
 	for time.Now().Before(deadline) {

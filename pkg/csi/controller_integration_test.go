@@ -73,7 +73,7 @@ func startCtrlCluster(t *testing.T) *ctrlCluster {
 	}
 	toNodes := api.ClientCredentials(self, certs.AllowRoles(certs.RoleNode))
 	ctrl := controller.New(controller.Options{Store: st, HeartbeatTimeout: time.Second,
-		DialNode: func(addr string) (apiv1.NodeClient, error) { return api.DialNode(addr, toNodes) }})
+		DialNode: func(_, addr string) (apiv1.NodeClient, error) { return api.DialNode(addr, toNodes) }})
 	lc := &ctrlCluster{ctrl: ctrl, tls: tlsc}
 	apiAddr := ctrlServeInternalAPI(t, ctrl, self)
 	lc.apiAddr = apiAddr

@@ -95,7 +95,7 @@ func (c *cluster) startController(t *testing.T) *controller.Controller {
 	self := c.bundle(t, localcluster.ControllerPeer)
 	toNodes := api.ClientCredentials(self, certs.AllowRoles(certs.RoleNode))
 	ctrl := controller.New(controller.Options{Store: st,
-		DialNode: func(addr string) (apiv1.NodeClient, error) { return api.DialNode(addr, toNodes) }})
+		DialNode: func(_, addr string) (apiv1.NodeClient, error) { return api.DialNode(addr, toNodes) }})
 	t.Cleanup(func() {
 		ctrl.Close()
 		st.Close()

@@ -142,7 +142,7 @@ func codeOf(err error) codes.Code {
 		return codes.InvalidArgument
 	case errors.Is(err, controller.ErrVolumeNotFound), errors.Is(err, controller.ErrNodeNotFound):
 		return codes.NotFound
-	case errors.Is(err, controller.ErrEpochAhead):
+	case errors.Is(err, controller.ErrEpochAhead), errors.Is(err, controller.ErrAddressInUse):
 		return codes.FailedPrecondition
 	case errors.Is(err, controller.ErrNodeUnavailable):
 		return codes.Unavailable

@@ -49,7 +49,7 @@ func NewFakeNodes() *FakeNodes {
 }
 
 // Dial is a controller.NodeDialer.
-func (f *FakeNodes) Dial(addr string) (apiv1.NodeClient, error) {
+func (f *FakeNodes) Dial(_, addr string) (apiv1.NodeClient, error) {
 	return &fakeNode{f: f, addr: addr}, nil
 }
 
