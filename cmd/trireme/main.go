@@ -129,7 +129,7 @@ func runNode(args []string, stderr io.Writer) error {
 	if err := parse(fs, args); err != nil {
 		return err
 	}
-	if err := errors.Join(sec.check(), lf.check(cfg.ListenAddress)); err != nil {
+	if err := errors.Join(sec.check(), lf.check(cfg.ListenAddress), sec.checkCSIEndpoint("csi-endpoint", csiCfg.Endpoint)); err != nil {
 		return err
 	}
 	stopKube, err := nk.apply(&cfg)
@@ -157,7 +157,7 @@ func runNode(args []string, stderr io.Writer) error {
 
 func runController(args []string, stderr io.Writer) error {
 	fs := newFlagSet("controller", stderr)
-	endpoint := fs.String("endpoint", "unix:///csi/csi.sock", "CSI endpoint: unix:///path or tcp://host:port")
+	endpoint := fs.String("endpoint", "unix:///csi/csi.sock", "CSI endpoint: unix:///path (tcp://host:port only with --insecure: CSI authenticates nobody)")
 	db := fs.String("db", "/var/lib/trireme/controller.db", "embedded store file")
 	listen := fs.String("listen-address", "127.0.0.1", "IP address of the controller's internal API")
 	apiPort := fs.Int("api-port", 7700, "TCP port of the internal API (node registry, replica reports)")
@@ -177,6 +177,9 @@ func runController(args []string, stderr io.Writer) error {
 		return err
 	}
 	if _, _, err := csi.ParseEndpoint(*endpoint); err != nil {
+		return err
+	}
+	if err := sec.checkCSIEndpoint("endpoint", *endpoint); err != nil {
 		return err
 	}
 	bundle, err := sec.load("controller", certs.Peer{Role: certs.RoleController})

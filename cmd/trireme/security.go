@@ -13,6 +13,7 @@ import (
 	apiv1 "github.com/trireme-csi/trireme/pkg/api/v1"
 	"github.com/trireme-csi/trireme/pkg/certs"
 	"github.com/trireme-csi/trireme/pkg/controller"
+	"github.com/trireme-csi/trireme/pkg/csi"
 )
 
 // securityFlags are the flags that choose between mutual TLS and the
@@ -41,6 +42,23 @@ func (s *securityFlags) check() error {
 		return errors.New("--tls-dir and --insecure exclude each other")
 	case s.tlsDir == "" && !s.insecure:
 		return errNoSecurityMode
+	}
+	return nil
+}
+
+// checkCSIEndpoint refuses a tcp:// CSI endpoint unless security is off:
+// the CSI services authenticate nobody, and rely on the unix socket's
+// mode 0600 to be reached by the pod's sidecars and kubelet alone.
+func (s *securityFlags) checkCSIEndpoint(flag, endpoint string) error {
+	if endpoint == "" || s.insecure {
+		return nil
+	}
+	network, _, err := csi.ParseEndpoint(endpoint)
+	if err != nil {
+		return err
+	}
+	if network != "unix" {
+		return fmt.Errorf("--%s %s would serve CSI over TCP to anyone who reaches it, with no authentication: use a unix:///path socket (as the sidecars and the kubelet do), or --insecure", flag, endpoint)
 	}
 	return nil
 }

@@ -25,6 +25,8 @@ func TestServersRefuseToStartWithoutASecurityMode(t *testing.T) {
 		{"node both", []string{"node", "--node-id", "n1", "--data-dir", dir, "--insecure", "--tls-dir", dir}, "exclude each other"},
 		{"node every interface", []string{"node", "--node-id", "n1", "--data-dir", dir, "--insecure", "--listen-address", "::"}, "every interface"},
 		{"node missing certificate", []string{"node", "--node-id", "n1", "--data-dir", dir, "--tls-dir", dir}, "trireme certs --dir"},
+		{"controller CSI over TCP", []string{"controller", "--tls-dir", dir, "--db", dir + "/c.db", "--endpoint", "tcp://127.0.0.1:7799"}, "no authentication"},
+		{"node CSI over TCP", []string{"node", "--node-id", "n1", "--data-dir", dir, "--tls-dir", dir, "--csi-endpoint", "tcp://127.0.0.1:7799"}, "no authentication"},
 		{"volumes neither", []string{"volumes"}, "pass --tls-dir DIR"},
 		{"volumes both", []string{"volumes", "--insecure", "--tls-dir", dir}, "exclude each other"},
 	} {
