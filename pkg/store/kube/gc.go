@@ -2,6 +2,7 @@ package kube
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -9,6 +10,8 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/klog/v2"
+
+	"github.com/trireme-csi/trireme/pkg/store"
 )
 
 // CollectGarbage deletes what interrupted creates and deletes left
@@ -56,6 +59,16 @@ func (s *Store) CollectGarbage(ctx context.Context, minAge time.Duration) (int, 
 		exists[o.Spec.VolumeID] = true
 		if owners[o.Spec.Name] == o.Spec.VolumeID || !u.GetCreationTimestamp().Time.Before(cutoff) {
 			continue
+		}
+		// The claims were listed before this volume may have been made
+		// (and the API server's clock, which dates it, may be ahead of
+		// this one): read its claim again. A create claims the name
+		// before it makes the volume, so a claim naming it now means it
+		// counts.
+		if owner, err := s.claimOwner(ctx, o.Spec.Name); err == nil && owner == o.Spec.VolumeID {
+			continue
+		} else if err != nil && !errors.Is(err, store.ErrNotFound) {
+			return deleted, fmt.Errorf("collect garbage: %w", err)
 		}
 		if s.collect(ctx, VolumeResource, u, "volume", o.Spec.VolumeID, "name", o.Spec.Name) {
 			deleted++

@@ -1,6 +1,7 @@
 package kube
 
 import (
+	"context"
 	"errors"
 	"slices"
 	"strings"
@@ -303,4 +304,44 @@ func TestClosedStoreFails(t *testing.T) {
 	if _, err := s.GetVolume(t.Context(), "vol-1"); !errors.Is(err, ErrClosed) {
 		t.Errorf("GetVolume after Close: error %v, want %v", err, ErrClosed)
 	}
+}
+
+// TestCollectGarbageRereadsTheClaim: a volume made and claimed after the
+// collector listed the claims (here, the claim is made between the two
+// lists) is not deleted, however old its creation time looks.
+func TestCollectGarbageRereadsTheClaim(t *testing.T) {
+	m := newMemory()
+	s := &Store{res: m}
+	ctx := t.Context()
+	listed := false
+	// A volume whose claim is missing from the first list: create it
+	// whole, then hide its claim from the collector's claim list once.
+	if _, err := s.CreateVolume(ctx, testVolume("vol-new", "pvc-new")); err != nil {
+		t.Fatal(err)
+	}
+	s.res = &hideClaimsOnce{memory: m, hidden: &listed}
+	if n, err := s.CollectGarbage(ctx, 0); err != nil || n != 0 {
+		t.Fatalf("CollectGarbage = %d, %v; want nothing deleted", n, err)
+	}
+	if !listed {
+		t.Fatal("the collector did not list the claims")
+	}
+	if _, err := s.GetVolume(ctx, "vol-new"); err != nil {
+		t.Errorf("GetVolume after the collection: %v", err)
+	}
+}
+
+// hideClaimsOnce answers the first list of claims with none, as a list
+// made before a create claimed its name would.
+type hideClaimsOnce struct {
+	*memory
+	hidden *bool
+}
+
+func (h *hideClaimsOnce) list(ctx context.Context, gvr schema.GroupVersionResource, limit int64) ([]unstructured.Unstructured, error) {
+	if gvr == NameResource && !*h.hidden {
+		*h.hidden = true
+		return nil, nil
+	}
+	return h.memory.list(ctx, gvr, limit)
 }
