@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"path/filepath"
+	"strings"
 
 	csipb "github.com/container-storage-interface/spec/lib/go/csi"
 )
@@ -110,7 +111,12 @@ func (s *NodeServer) growFilesystem(r *stageRecord) error {
 		return err
 	}
 	if _, err := s.cfg.Resizer.Resize(r.Device, r.StagingPath); err != nil {
-		return fmt.Errorf("grow %s filesystem on %s at %s: %w", r.FSType, r.Device, r.StagingPath, err)
+		hint := ""
+		if r.FSType == "ext4" && strings.Contains(err.Error(), "Permission denied") {
+			// The kernel grows a mounted ext4 only for CAP_SYS_RESOURCE.
+			hint = " (growing a mounted ext4 needs CAP_SYS_RESOURCE: run the node plugin privileged)"
+		}
+		return fmt.Errorf("grow %s filesystem on %s at %s: %w%s", r.FSType, r.Device, r.StagingPath, err, hint)
 	}
 	return nil
 }

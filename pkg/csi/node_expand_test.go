@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"slices"
+	"strings"
 	"testing"
 
 	csipb "github.com/container-storage-interface/spec/lib/go/csi"
@@ -162,4 +163,16 @@ func TestNodeExpandVolumeWhileAnotherOperationRunsIsAborted(t *testing.T) {
 	defer release()
 	_, err = e.s.NodeExpandVolume(context.Background(), e.expandReq())
 	wantCode(t, err, codes.Aborted)
+}
+
+// TestNodeExpandVolumeNamesTheMissingCapability: resize2fs refused for
+// want of CAP_SYS_RESOURCE gets an error that says so, not a bare
+// "Permission denied".
+func TestNodeExpandVolumeNamesTheMissingCapability(t *testing.T) {
+	e := stagedAndPublished(t)
+	e.resizer.err = errors.New("resize of device /dev/null failed: exit status 1. resize2fs output: Permission denied to resize filesystem")
+	_, err := e.s.NodeExpandVolume(context.Background(), e.expandReq())
+	if err == nil || !strings.Contains(err.Error(), "CAP_SYS_RESOURCE") {
+		t.Errorf("NodeExpandVolume: %v, want an error naming CAP_SYS_RESOURCE", err)
+	}
 }
