@@ -106,7 +106,7 @@ func (l *link) enqueueLocked(f Frame, pd *pending) {
 }
 
 func (l *link) logKeys() []any {
-	return []any{"volume", l.p.layout.VolumeID, "replica", l.node, "address", l.addr}
+	return []any{"volume", l.p.volume, "replica", l.node, "address", l.addr}
 }
 
 // run connects, binds the connection to the volume and then serves the

@@ -131,12 +131,13 @@ func (o *PrimaryOptions) defaults() {
 // write is acknowledged once each replica the current layout lists as
 // InSync has acknowledged it (I1).
 type Primary struct {
-	store *blockstore.Replica
-	opts  PrimaryOptions
-	ctx   context.Context
-	stop  context.CancelFunc
-	wg    sync.WaitGroup // link goroutines
-	calls sync.WaitGroup // client calls in progress; Close waits for them
+	volume string // the layout's VolumeID; fixed, so read without mu
+	store  *blockstore.Replica
+	opts   PrimaryOptions
+	ctx    context.Context
+	stop   context.CancelFunc
+	wg     sync.WaitGroup // link goroutines
+	calls  sync.WaitGroup // client calls in progress; Close waits for them
 
 	// seqMu orders writes: local apply plus enqueue on every link.
 	seqMu sync.Mutex
@@ -191,7 +192,7 @@ func NewPrimary(store *blockstore.Replica, layout Layout, opts PrimaryOptions) (
 	}
 	ctx, stop := context.WithCancel(context.Background())
 	p := &Primary{
-		store: store, opts: opts, ctx: ctx, stop: stop,
+		volume: layout.VolumeID, store: store, opts: opts, ctx: ctx, stop: stop,
 		links: map[string]*link{}, ops: map[uint64]*op{},
 		attached: map[uint64]int{}, trackers: map[string]*tracker{},
 	}
@@ -648,6 +649,9 @@ func (p *Primary) UpdateLayout(l Layout) error {
 func (p *Primary) validateUpdateLocked(l Layout) error {
 	if err := checkLayout(l, p.opts.NodeID, p.store.Size()); err != nil {
 		return err
+	}
+	if l.VolumeID != p.volume {
+		return fmt.Errorf("%w: layout of volume %s given to the primary of %s", ErrInvalidLayout, l.VolumeID, p.volume)
 	}
 	if l.Size < p.layout.Size {
 		return fmt.Errorf("%w: size %d is below the current %d", ErrInvalidLayout, l.Size, p.layout.Size)
