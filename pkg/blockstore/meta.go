@@ -8,7 +8,8 @@ import (
 	"fmt"
 	"hash/crc32"
 	"os"
-	"path/filepath"
+
+	"github.com/trireme-csi/trireme/internal/atomicfile"
 )
 
 // metaVersion is the on-disk metadata format version written by this code.
@@ -95,26 +96,7 @@ func writeMetaFile(path string, m Meta) error {
 	if err != nil {
 		return err
 	}
-	tmp := path + ".tmp"
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
-	if err != nil {
-		return err
-	}
-	if _, err := f.Write(b); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		return err
-	}
-	return syncDir(filepath.Dir(path))
+	return atomicfile.Write(path, b, 0o600)
 }
 
 func readMetaFile(path string) (Meta, error) {
@@ -123,13 +105,4 @@ func readMetaFile(path string) (Meta, error) {
 		return Meta{}, err
 	}
 	return decodeMeta(b)
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
 }
