@@ -88,3 +88,20 @@ func TestExpandVolumeRefusals(t *testing.T) {
 		t.Errorf("retried ExpandVolume = %d, %v; want %d", got.Size, err, 2*v.Size)
 	}
 }
+
+// A Faulted replica whose node lost it is resumed all the same: the grow
+// before the resume answers NotFound, and finding the replica missing is
+// the primary's business, as before there was a grow.
+func TestResumeOfAReplicaItsNodeLost(t *testing.T) {
+	e := controllertest.New(t, controllertest.SixNodes)
+	v := mustCreate(t, e, "pvc-1")
+	pass(t, e, "a1", "a2", "b1", "b2", "c2")
+	if states(record(t, e, v.ID).Layout)["c1"] != replication.Faulted {
+		t.Fatalf("c1 not Faulted: %v", states(record(t, e, v.ID).Layout))
+	}
+	e.Nodes.Drop(controllertest.APIAddress("c1"), v.ID)
+	pass(t, e, "a1", "a2", "b1", "b2", "c2", "c1")
+	if st := states(record(t, e, v.ID).Layout)["c1"]; st != replication.Syncing {
+		t.Errorf("c1 came back without its replica and is %s, want Syncing", st)
+	}
+}

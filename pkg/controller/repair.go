@@ -428,7 +428,7 @@ func (c *Controller) resume(ctx context.Context, v store.Volume, nodeID string) 
 	c.mu.Unlock()
 	// The volume may have grown while the replica was away: it must hold
 	// the whole volume before the primary copies to it.
-	if err := c.expandReplica(ctx, nodeID, v.ID, v.Size); err != nil && status.Code(errors.Unwrap(err)) != codes.NotFound {
+	if err := c.expandReplica(ctx, nodeID, v.ID, v.Size); err != nil && status.Code(err) != codes.NotFound {
 		return err // a missing replica is the primary's to find, as before
 	}
 	next, err := store.BumpEpoch(ctx, c.store, v.ID, func(cur *store.Volume) error {
