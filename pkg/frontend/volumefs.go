@@ -264,11 +264,20 @@ func mountVolume(dir, volumeID string, file *volumeFile) (*fuse.Server, error) {
 		child := root.NewPersistentInode(ctx, file, fs.StableAttr{Mode: syscall.S_IFREG, Ino: 2})
 		root.AddChild(FileName, child, false)
 	})
+	// The library opens /dev/fuse without O_CLOEXEC. Holding ForkLock
+	// while it does, and until the descriptor is marked, keeps a program
+	// started meanwhile by another goroutine (mkfs, mount) from
+	// inheriting it. The mount is direct (DirectMountStrict), so nothing
+	// forks under the lock.
+	syscall.ForkLock.RLock()
 	server, err := fuse.NewServer(fs.NewNodeFS(root, opts), dir, &opts.MountOptions)
+	if err == nil {
+		closeFUSEOnExec()
+	}
+	syscall.ForkLock.RUnlock()
 	if err != nil {
 		return nil, fmt.Errorf("mount FUSE at %s: %w", dir, err)
 	}
-	closeFUSEOnExec()
 	go server.Serve()
 	if err := server.WaitMount(); err != nil {
 		unmountVolume(server, dir)
