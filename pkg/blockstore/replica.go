@@ -214,8 +214,11 @@ func (r *Replica) Apply(epoch uint64, fn func() error) error {
 	}
 }
 
-func (r *Replica) check(off, length int64) error {
-	size := r.Size()
+func (r *Replica) check(off, length int64) error { return CheckRange(off, length, r.Size()) }
+
+// CheckRange returns ErrOutOfRange, wrapped, unless [off, off+length)
+// lies within a volume of size bytes.
+func CheckRange(off, length, size int64) error {
 	if off < 0 || length < 0 || off > size || length > size-off {
 		return fmt.Errorf("offset %d length %d on %d-byte volume: %w", off, length, size, ErrOutOfRange)
 	}

@@ -335,12 +335,7 @@ func (p *Primary) ReadAt(ctx context.Context, b []byte, off int64) error {
 
 // inRange refuses an access past the layout's size, which the local
 // replica alone may already hold (a grow not yet committed).
-func (p *Primary) inRange(off, n int64) error {
-	if size := p.Size(); off < 0 || n < 0 || off > size || n > size-off {
-		return fmt.Errorf("offset %d length %d on %d-byte volume: %w", off, n, size, blockstore.ErrOutOfRange)
-	}
-	return nil
-}
+func (p *Primary) inRange(off, n int64) error { return blockstore.CheckRange(off, n, p.Size()) }
 
 // enter admits a client call unless the primary is fenced. Close waits
 // for admitted calls, so none touches the replica after Close returns.
