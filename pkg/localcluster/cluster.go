@@ -74,6 +74,9 @@ type Options struct {
 	// where each gets its node and frontend certificates. Empty means
 	// Dir/tls. A directory without a CA gets a new one.
 	TLSDir string
+	// Insecure runs the nodes with --insecure instead: no certificates
+	// and no TLS, for clients that cannot present one (fio's nbd engine).
+	Insecure bool
 }
 
 // tlsDir is the certificate directory of the processes under dir.
@@ -92,9 +95,12 @@ func Start(ctx context.Context, opts Options, specs []NodeSpec) (*Cluster, error
 	if opts.TLSDir == "" {
 		opts.TLSDir = tlsDir(opts.Dir)
 	}
-	t, err := OpenTLS(opts.TLSDir)
-	if err != nil {
-		return nil, err
+	var t *TLS
+	if !opts.Insecure {
+		var err error
+		if t, err = OpenTLS(opts.TLSDir); err != nil {
+			return nil, err
+		}
 	}
 	c := &Cluster{TLS: t}
 	for _, s := range specs {
@@ -119,15 +125,17 @@ func startNode(opts Options, t *TLS, s NodeSpec) (*Node, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := t.IssueNode(s.ID, s.IP); err != nil {
-		return nil, err
-	}
-	if err := t.Issue(AdminPeer); err != nil {
-		return nil, err
-	}
-	creds, err := t.DialOption(ControllerPeer, certs.RoleNode)
-	if err != nil {
-		return nil, err
+	creds := api.ClientCredentials(nil, nil) // plain, with Insecure
+	if t != nil {
+		if err := t.IssueNode(s.ID, s.IP); err != nil {
+			return nil, err
+		}
+		if err := t.Issue(AdminPeer); err != nil {
+			return nil, err
+		}
+		if creds, err = t.DialOption(ControllerPeer, certs.RoleNode); err != nil {
+			return nil, err
+		}
 	}
 	n := &Node{
 		NodeSpec:        s,
@@ -181,6 +189,9 @@ func (n *Node) args(opts Options, ports []int) []string {
 		args = append(args, "--capacity-bytes", strconv.FormatInt(opts.CapacityBytes, 10))
 	}
 	// Last, so that it wins over a --tls-dir among ExtraArgs.
+	if opts.Insecure {
+		return append(append(args, opts.ExtraArgs...), "--insecure")
+	}
 	return append(append(args, opts.ExtraArgs...), "--tls-dir", opts.TLSDir)
 }
 

@@ -2,6 +2,7 @@ package localcluster
 
 import (
 	"github.com/trireme-csi/trireme/internal/testenv"
+	apiv1 "github.com/trireme-csi/trireme/pkg/api/v1"
 
 	"bytes"
 	"context"
@@ -152,4 +153,39 @@ func firstDiff(a, b []byte) int {
 		}
 	}
 	return min(len(a), len(b))
+}
+
+// TestInsecureClusterSpeaksPlainProtocols: with Options.Insecure the
+// nodes run with --insecure, the harness reaches their APIs without
+// certificates, and the NBD URI is a plain one that libnbd clients which
+// cannot present a certificate (fio's nbd engine) can use.
+func TestInsecureClusterSpeaksPlainProtocols(t *testing.T) {
+	requireTools(t, "root", "nbdinfo")
+	bin, err := buildTrireme()
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := Start(context.Background(), Options{Binary: bin, Dir: t.TempDir(), Insecure: true}, ThreeZones[:1])
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.Stop)
+	n := c.Node("node-a")
+	if _, err := n.Client.CreateReplica(context.Background(), &apiv1.CreateReplicaRequest{VolumeId: "vol-plain", SizeBytes: 1 << 20}); err != nil {
+		t.Fatalf("CreateReplica over a plain connection: %v", err)
+	}
+	if _, err := n.Client.SetLayout(context.Background(), &apiv1.SetLayoutRequest{Layout: &apiv1.Layout{
+		VolumeId: "vol-plain", SizeBytes: 1 << 20, Epoch: 1, Primary: "node-a",
+		Replicas: []*apiv1.ReplicaInfo{{NodeId: "node-a", Address: n.ReplicationAddr, State: apiv1.ReplicaState_REPLICA_STATE_IN_SYNC}},
+	}}); err != nil {
+		t.Fatalf("SetLayout: %v", err)
+	}
+	uri := n.NBDURI("vol-plain")
+	if !strings.HasPrefix(uri, "nbd://") {
+		t.Fatalf("NBD URI %q, want a plain nbd:// one", uri)
+	}
+	out, err := exec.Command("nbdinfo", "--size", uri).CombinedOutput()
+	if err != nil || strings.TrimSpace(string(out)) != "1048576" {
+		t.Errorf("nbdinfo --size %s: %q, %v", uri, out, err)
+	}
 }

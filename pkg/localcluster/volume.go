@@ -86,6 +86,9 @@ func (c *Cluster) Checksums(ctx context.Context, volumeID string, nodeIDs ...str
 // reach the volume on its primary with, over TLS with the harness's
 // operator certificate.
 func (n *Node) NBDURI(volumeID string) string {
+	if n.tls == nil { // Options.Insecure
+		return "nbd://" + n.NBDAddress + "/" + volumeID
+	}
 	return "nbds://" + n.NBDAddress + "/" + volumeID + "?tls-certificates=" + n.tls.AdminDir()
 }
 
@@ -94,6 +97,9 @@ func (n *Node) NBDURI(volumeID string) string {
 // certificate.
 func (n *Node) QemuIOArgs(volumeID string) []string {
 	host, port, _ := net.SplitHostPort(n.NBDAddress)
+	if n.tls == nil { // Options.Insecure
+		return []string{"-f", "raw", "nbd://" + n.NBDAddress + "/" + volumeID}
+	}
 	return []string{
 		"--object", "tls-creds-x509,id=tls0,endpoint=client,dir=" + n.tls.AdminDir(),
 		"--image-opts", fmt.Sprintf("driver=nbd,server.type=inet,server.host=%s,server.port=%s,export=%s,tls-creds=tls0",
