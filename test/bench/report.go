@@ -206,8 +206,9 @@ func writeGoals(b *strings.Builder, results []result, mem []memorySample) {
 	if len(mem) == 3 {
 		fmt.Fprintf(b, "- Resident memory of the primary's process: %d MiB with two empty volumes,\n"+
 			"  %d MiB after every job above, %d MiB after random writes across a 64 GiB\n"+
-			"  volume; peak %d MiB. The data server keeps no per-block state in memory:\n"+
-			"  buffers are per request and bounded by the requests in flight.\n",
+			"  volume; peak %d MiB. Request buffers are bounded by the requests in\n"+
+			"  flight; the primary also keeps, per replica, the 4 KiB grains written since\n"+
+			"  the last flush (at most 1 GiB's worth, then it falls back to comparing).\n",
 			mem[0].rssKiB>>10, mem[1].rssKiB>>10, mem[2].rssKiB>>10, mem[2].peakKiB>>10)
 	}
 }
