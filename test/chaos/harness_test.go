@@ -158,7 +158,7 @@ func newTestCluster(t *testing.T, perZone int, extraNodeArgs ...string) *cluster
 		if err := c.destroy(); err != nil {
 			t.Errorf("removing the chaos network: %v", err)
 		}
-		klog.SetOutputBySeverity("INFO", io.Discard)
+		klog.SetOutput(io.Discard)
 		clientLog.Close()
 		if t.Failed() {
 			if a := artifactsDir(t); a != "" {
@@ -182,12 +182,14 @@ func redirectClientLog(t *testing.T, dir string) *os.File {
 	fs := flag.NewFlagSet("klog", flag.ContinueOnError)
 	klog.InitFlags(fs)
 	for k, v := range map[string]string{"logtostderr": "false", "alsologtostderr": "false",
-		"stderrthreshold": "FATAL", "legacy_stderr_threshold_behavior": "false"} {
+		"stderrthreshold": "FATAL", "legacy_stderr_threshold_behavior": "false", "one_output": "true"} {
 		if err := fs.Set(k, v); err != nil {
 			t.Logf("klog flag %s: %v", k, err)
 		}
 	}
-	klog.SetOutputBySeverity("INFO", f)
+	// Every severity: a severity without a writer goes to log files in
+	// the temporary directory, which would outlive the test.
+	klog.SetOutput(f)
 	return f
 }
 
