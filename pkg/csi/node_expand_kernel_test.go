@@ -3,111 +3,50 @@ package csi
 import (
 	"bytes"
 	"context"
-	"net"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	csipb "github.com/container-storage-interface/spec/lib/go/csi"
 	"golang.org/x/sys/unix"
 
-	"github.com/trireme-csi/trireme/pkg/nbd"
+	"github.com/trireme-csi/trireme/internal/nbdtest"
 )
 
 // The tests in this file expand real volumes: a volume served over NBD
 // on 127.0.0.1 from a file the test grows, staged through the real
 // frontend, formatted and mounted.
 
-// growableVolume is a volume whose data is a file; it is its own NBD
-// export, export list and VolumeLocator.
-type growableVolume struct {
-	id   string
-	f    *os.File
-	size atomic.Int64
-	addr string
-}
+// growableVolume is a volume served from a file the test grows, and the
+// VolumeLocator that finds it.
+type growableVolume struct{ *nbdtest.Volume }
 
-func (v *growableVolume) Size() int64 { return v.size.Load() }
-
-func (v *growableVolume) ReadAt(_ context.Context, p []byte, off int64) error {
-	_, err := v.f.ReadAt(p, off)
-	return err
-}
-
-func (v *growableVolume) WriteAt(_ context.Context, p []byte, off int64, _ bool) error {
-	_, err := v.f.WriteAt(p, off)
-	return err
-}
-
-func (v *growableVolume) Flush(context.Context) error { return v.f.Sync() }
-
-func (v *growableVolume) Trim(ctx context.Context, off, length int64) error {
-	return v.WriteZeroes(ctx, off, length, false)
-}
-
-func (v *growableVolume) WriteZeroes(_ context.Context, off, length int64, _ bool) error {
-	return unix.Fallocate(int(v.f.Fd()), unix.FALLOC_FL_PUNCH_HOLE|unix.FALLOC_FL_KEEP_SIZE, off, length)
-}
-
-func (v *growableVolume) Lookup(name string) (nbd.Export, error) {
-	if name != v.id {
-		return nil, nbd.ErrNoExport
-	}
-	return v, nil
-}
-
-func (v *growableVolume) List() []string { return []string{v.id} }
-
-func (v *growableVolume) PrimaryAddress(_ context.Context, id string) (string, error) {
-	if id != v.id {
+func (v growableVolume) PrimaryAddress(_ context.Context, id string) (string, error) {
+	if id != v.ID {
 		return "", ErrVolumeNotFound
 	}
-	return v.addr, nil
+	return v.Addr, nil
 }
 
-func (v *growableVolume) PublishedNode(ctx context.Context, id string) (string, uint64, error) {
+func (v growableVolume) PublishedNode(ctx context.Context, id string) (string, uint64, error) {
 	_, err := v.PrimaryAddress(ctx, id)
 	return "node-a", 0, err
 }
 
-func (v *growableVolume) Health(ctx context.Context, id string) (VolumeHealth, error) {
+func (v growableVolume) Health(ctx context.Context, id string) (VolumeHealth, error) {
 	_, err := v.PrimaryAddress(ctx, id)
 	return VolumeHealth{Message: "1 of 1 replicas in sync"}, err
 }
 
-// grow makes the volume size bytes long, as ControllerExpandVolume does.
-func (v *growableVolume) grow(t *testing.T, size int64) {
-	t.Helper()
-	if err := v.f.Truncate(size); err != nil {
-		t.Fatal(err)
-	}
-	v.size.Store(size)
-}
-
 // newGrowableEnv serves a growable volA of the given size and returns a
 // Node service over the host's mounts and the real frontend.
-func newGrowableEnv(t *testing.T, size int64) (*kernelEnv, *growableVolume) {
+func newGrowableEnv(t *testing.T, size int64) (*kernelEnv, growableVolume) {
 	t.Helper()
-	f, err := os.Create(filepath.Join(t.TempDir(), volA))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { f.Close() })
-	v := &growableVolume{id: volA, f: f}
-	v.grow(t, size)
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := nbd.NewServer(v, nbd.Options{})
-	go srv.Serve(lis)
-	t.Cleanup(func() { srv.Close() })
-	v.addr = lis.Addr().String()
-
+	v := growableVolume{nbdtest.Serve(t, volA, size)}
+	var err error
 	e := &kernelEnv{dir: t.TempDir()}
 	e.mountDir = filepath.Join(e.dir, "attach")
 	e.s, err = NewNodeServer(NodeConfig{NodeID: "node-a", StateDir: filepath.Join(e.dir, "state"),
@@ -162,7 +101,7 @@ func TestNodeKernelExpandFilesystem(t *testing.T) {
 				t.Fatalf("filesystem of %d bytes on a %d byte volume", before, small)
 			}
 
-			v.grow(t, large)
+			v.SetSize(t, large)
 			expand(t, e, pod, c, large)
 			after := statfsBytes(t, pod)
 			if after-before < (large-small)*9/10 {
@@ -192,19 +131,18 @@ func TestNodeKernelExpandBlock(t *testing.T) {
 	old := bytes.Repeat([]byte("old end "), 8<<10)
 	writeDevice(t, target, old, small-int64(len(old)))
 
-	v.grow(t, large)
+	v.SetSize(t, large)
 	expand(t, e, target, c, large)
 	if got := blockDeviceSize(t, target); got != large {
 		t.Errorf("BLKGETSIZE64 of the published device = %d, want %d", got, large)
 	}
 	grown := bytes.Repeat([]byte("new end "), 8<<10)
 	writeDevice(t, target, grown, large-int64(len(grown)))
-	got := make([]byte, len(grown))
-	if _, err := v.f.ReadAt(got, large-int64(len(grown))); err != nil || !bytes.Equal(got, grown) {
-		t.Errorf("the volume does not hold the write to the grown end: %v", err)
+	if !bytes.Equal(v.Bytes(t, large-int64(len(grown)), len(grown)), grown) {
+		t.Error("the volume does not hold the write to the grown end")
 	}
-	if _, err := v.f.ReadAt(got[:len(old)], small-int64(len(old))); err != nil || !bytes.Equal(got[:len(old)], old) {
-		t.Errorf("data written before the expansion changed: %v", err)
+	if !bytes.Equal(v.Bytes(t, small-int64(len(old)), len(old)), old) {
+		t.Error("data written before the expansion changed")
 	}
 }
 

@@ -4,114 +4,23 @@ import (
 	"bytes"
 	"context"
 	"errors"
-	"net"
 	"os"
 	"path/filepath"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"golang.org/x/sys/unix"
 
+	"github.com/trireme-csi/trireme/internal/nbdtest"
 	"github.com/trireme-csi/trireme/pkg/frontend/nbdclient"
-	"github.com/trireme-csi/trireme/pkg/nbd"
 )
 
-// fileExport is an nbd.Export over a file whose size the test changes,
-// as a volume's size changes under online expansion.
-type fileExport struct {
-	f    *os.File
-	size atomic.Int64
-}
-
-func (e *fileExport) Size() int64 { return e.size.Load() }
-
-func (e *fileExport) ReadAt(_ context.Context, p []byte, off int64) error {
-	_, err := e.f.ReadAt(p, off)
-	return err
-}
-
-func (e *fileExport) WriteAt(_ context.Context, p []byte, off int64, _ bool) error {
-	_, err := e.f.WriteAt(p, off)
-	return err
-}
-
-func (e *fileExport) Flush(context.Context) error { return nil }
-
-func (e *fileExport) Trim(ctx context.Context, off, length int64) error {
-	return e.WriteZeroes(ctx, off, length, false)
-}
-
-func (e *fileExport) WriteZeroes(_ context.Context, off, length int64, _ bool) error {
-	return unix.Fallocate(int(e.f.Fd()), unix.FALLOC_FL_PUNCH_HOLE|unix.FALLOC_FL_KEEP_SIZE, off, length)
-}
-
-// setSize makes the export size bytes long.
-func (e *fileExport) setSize(t *testing.T, size int64) {
-	t.Helper()
-	if size > e.size.Load() {
-		if err := e.f.Truncate(size); err != nil {
-			t.Fatal(err)
-		}
-	}
-	e.size.Store(size)
-}
-
-// bytes reads the export's data directly.
-func (e *fileExport) bytes(t *testing.T, off int64, n int) []byte {
-	t.Helper()
-	b := make([]byte, n)
-	if _, err := e.f.ReadAt(b, off); err != nil {
-		t.Fatal(err)
-	}
-	return b
-}
-
-// growableVolume serves one fileExport on 127.0.0.1.
-type growableVolume struct {
-	id     string
-	export *fileExport
-	addr   string
-}
-
-func (v *growableVolume) Lookup(name string) (nbd.Export, error) {
-	if name != v.id {
-		return nil, nbd.ErrNoExport
-	}
-	return v.export, nil
-}
-
-func (v *growableVolume) List() []string { return []string{v.id} }
-
-func (v *growableVolume) resolve(context.Context) (string, error) { return v.addr, nil }
-
-// serveGrowable serves a volume of the given size until the test ends.
-func serveGrowable(t *testing.T, id string, size int64) *growableVolume {
-	t.Helper()
-	f, err := os.Create(filepath.Join(t.TempDir(), id))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { f.Close() })
-	v := &growableVolume{id: id, export: &fileExport{f: f}}
-	v.export.setSize(t, size)
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := nbd.NewServer(v, nbd.Options{})
-	go srv.Serve(lis)
-	t.Cleanup(func() { srv.Close() })
-	v.addr = lis.Addr().String()
-	return v
-}
-
 // attachGrowable attaches v and detaches it when the test ends.
-func attachGrowable(t *testing.T, v *growableVolume) *Attachment {
+func attachGrowable(t *testing.T, v *nbdtest.Volume) *Attachment {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	a, err := Attach(ctx, AttachOptions{VolumeID: v.id, Resolve: v.resolve, MountDir: mountDir(t),
+	a, err := Attach(ctx, AttachOptions{VolumeID: v.ID, Resolve: func(context.Context) (string, error) { return v.Addr, nil }, MountDir: mountDir(t),
 		RetryTimeout: 10 * time.Second})
 	if err != nil {
 		t.Fatalf("Attach: %v", err)
@@ -153,7 +62,7 @@ func resize(t *testing.T, a *Attachment, want int64) {
 func TestResizeGrowsTheDeviceAndKeepsItsData(t *testing.T) {
 	requireKernel(t)
 	const small, large = 32 << 20, 96 << 20
-	v := serveGrowable(t, "vol-grow", small)
+	v := nbdtest.Serve(t, "vol-grow", small)
 	a := attachGrowable(t, v)
 	fd := openDevice(t, a.Device(), unix.O_RDWR|unix.O_DIRECT)
 	old := alignedBuffer(t, pattern(1<<20, 5))
@@ -161,7 +70,7 @@ func TestResizeGrowsTheDeviceAndKeepsItsData(t *testing.T) {
 
 	resize(t, a, small) // nothing grew: nothing changes
 
-	v.export.setSize(t, large)
+	v.SetSize(t, large)
 	resize(t, a, large)
 	resize(t, a, large) // idempotent
 
@@ -170,7 +79,7 @@ func TestResizeGrowsTheDeviceAndKeepsItsData(t *testing.T) {
 	if err := unix.Fsync(fd); err != nil {
 		t.Fatal(err)
 	}
-	if !bytes.Equal(v.export.bytes(t, large-1<<20, len(grown)), grown) {
+	if !bytes.Equal(v.Bytes(t, large-1<<20, len(grown)), grown) {
 		t.Error("the export does not hold the write to the grown end of the device")
 	}
 	got := alignedBuffer(t, make([]byte, len(old)))
@@ -183,9 +92,9 @@ func TestResizeGrowsTheDeviceAndKeepsItsData(t *testing.T) {
 func TestResizeRefusesAShrunkVolume(t *testing.T) {
 	requireKernel(t)
 	const size = 32 << 20
-	v := serveGrowable(t, "vol-shrink", size)
+	v := nbdtest.Serve(t, "vol-shrink", size)
 	a := attachGrowable(t, v)
-	v.export.setSize(t, size/2)
+	v.SetSize(t, size/2)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	if _, err := a.Resize(ctx); !errors.Is(err, nbdclient.ErrSizeChanged) {
@@ -198,7 +107,7 @@ func TestResizeRefusesAShrunkVolume(t *testing.T) {
 
 func TestResizeAfterDetachFails(t *testing.T) {
 	requireKernel(t)
-	v := serveGrowable(t, "vol-detached", 32<<20)
+	v := nbdtest.Serve(t, "vol-detached", 32<<20)
 	a := attachGrowable(t, v)
 	detach(t, a)
 	if _, err := a.Resize(context.Background()); !errors.Is(err, ErrDetached) {
@@ -209,7 +118,7 @@ func TestResizeAfterDetachFails(t *testing.T) {
 func TestResizeWhileTheDeviceIsWritten(t *testing.T) {
 	requireKernel(t)
 	const step = 16 << 20
-	v := serveGrowable(t, "vol-busy", step)
+	v := nbdtest.Serve(t, "vol-busy", step)
 	a := attachGrowable(t, v)
 	fd := openDevice(t, a.Device(), unix.O_RDWR|unix.O_DIRECT)
 	buf := alignedBuffer(t, pattern(64<<10, 3))
@@ -231,7 +140,7 @@ func TestResizeWhileTheDeviceIsWritten(t *testing.T) {
 		}
 	}()
 	for size := int64(2 * step); size <= 5*step; size += step {
-		v.export.setSize(t, size)
+		v.SetSize(t, size)
 		resize(t, a, size)
 	}
 	close(stop)
