@@ -69,6 +69,7 @@ type pending struct {
 	tokens chan struct{} // copy window slot to release
 	done   chan error    // for internal frames waited on directly
 	reply  chan Frame    // gets the reply of a checksum request
+	flush  bool          // a flush or end-of-copy marker: see flushedLocked
 }
 
 func (p *Primary) startLink(r ReplicaInfo, verify bool, resume *tracker) *link {
@@ -96,6 +97,7 @@ func (l *link) enqueueLocked(f Frame, pd *pending) {
 	case OpFlush, OpSyncDone:
 		l.flushing = append(l.flushing, flushed{id: f.ID, regions: l.unflushed})
 		l.unflushed = newRegionSet()
+		pd.flush = true
 	}
 	l.outstanding[f.ID] = pd
 	l.queue = append(l.queue, f)
@@ -250,7 +252,12 @@ func (l *link) onReply(f Frame) {
 	delete(l.outstanding, f.ID)
 	switch err := f.Status.Err(); {
 	case err == nil:
-		l.flushedLocked(f.ID)
+		if pd.flush {
+			// Only a flush's reply says the regions before it are
+			// durable: a replica makes flushes durable off its apply
+			// loop, so a later write's reply can overtake it.
+			l.flushedLocked(f.ID)
+		}
 		l.ackLocked(pd, f)
 	case errors.Is(err, ErrStaleEpoch):
 		p.fenceLocked(fmt.Errorf("%w: replica %s is at epoch %d", ErrDeposed, l.node, f.Epoch))
