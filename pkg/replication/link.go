@@ -219,6 +219,10 @@ func (l *link) sendLoop(conn net.Conn) {
 				l.fail(fmt.Errorf("send: %w", err))
 				return
 			}
+			if batch[i].Op == OpWrite && batch[i].Flags&FlagCopy != 0 {
+				// copyChunkLocked's buffer: nothing else refers to it.
+				recycleCopyBuffer(batch[i].Payload)
+			}
 			batch[i] = Frame{}
 		}
 		if err := w.Flush(); err != nil {

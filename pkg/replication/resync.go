@@ -31,8 +31,10 @@ const (
 	modeDirty = "dirty"
 )
 
-// compareBatch is how many checksum requests a resync keeps in flight.
-const compareBatch = 32
+// compareAhead is how many checksum requests a resync keeps in flight
+// ahead of the chunk it is repairing, so that the copy never waits for a
+// round trip to the replica.
+const compareAhead = 32
 
 // syncLoop runs on a link once it is connected. A Syncing replica gets a
 // resync, then the end-of-copy marker, then the primary asks the
@@ -113,14 +115,14 @@ type check struct {
 	reply  chan Frame
 }
 
-// compareCopy asks for the replica's checksum of every chunk, a batch at
-// a time, and copies the chunks that differ.
+// compareCopy asks for the replica's checksum of every chunk, keeping
+// compareAhead requests in flight, and copies the chunks that differ.
 func (l *link) compareCopy(tokens chan struct{}) error {
 	p := l.p
 	size, chunk := p.Size(), int64(p.opts.CopyChunk)
-	for off := int64(0); off < size; {
-		var checks []check
-		for len(checks) < compareBatch && off < size {
+	var checks []check // asked, oldest first
+	for off := int64(0); off < size || len(checks) > 0; {
+		for len(checks) < compareAhead && off < size {
 			c, err := l.askChecksum(off, min(chunk, size-off))
 			if err != nil {
 				return err
@@ -128,19 +130,19 @@ func (l *link) compareCopy(tokens chan struct{}) error {
 			checks = append(checks, c)
 			off += c.n
 		}
-		for _, c := range checks {
-			var f Frame
-			select {
-			case f = <-c.reply:
-			case <-l.quit:
-				return errLinkDown
-			}
-			if len(f.Payload) != 8 {
-				return fmt.Errorf("checksum reply of %d bytes: %w", len(f.Payload), ErrBadRequest)
-			}
-			if err := l.repairChunk(c.off, c.n, binary.BigEndian.Uint64(f.Payload), tokens); err != nil {
-				return err
-			}
+		c := checks[0]
+		checks = checks[1:]
+		var f Frame
+		select {
+		case f = <-c.reply:
+		case <-l.quit:
+			return errLinkDown
+		}
+		if len(f.Payload) != 8 {
+			return fmt.Errorf("checksum reply of %d bytes: %w", len(f.Payload), ErrBadRequest)
+		}
+		if err := l.repairChunk(c.off, c.n, binary.BigEndian.Uint64(f.Payload), tokens); err != nil {
+			return err
 		}
 	}
 	return nil
@@ -212,7 +214,7 @@ func (l *link) copyChunkLocked(off, n int64, tokens chan struct{}) error {
 	p := l.p
 	f := Frame{Op: OpZero, Flags: FlagCopy, Offset: uint64(off), Length: uint32(n)}
 	if dataStart, _, err := p.store.NextData(off); err != nil || dataStart < off+n {
-		buf := make([]byte, n)
+		buf := copyBuffer(int(n))
 		if err := p.store.ReadAt(buf, off); err != nil {
 			<-tokens
 			return err

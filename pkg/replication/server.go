@@ -264,13 +264,20 @@ type serverConn struct {
 
 	wg sync.WaitGroup // durability requests running off the apply loop
 
+	// Background copy writes running off the apply loop (copyAsync).
+	copies    sync.WaitGroup
+	copySlots chan struct{}
+	cmu       sync.Mutex
+	inflight  [][2]int64 // their byte ranges, [start, end)
+
 	// Kept by the server, under its lock.
 	ip      netip.Addr    // counted against MaxConnsPerIP
 	unbound *list.Element // in the server's list until the hello is read
 }
 
 func newServerConn(s *Server, c net.Conn) *serverConn {
-	return &serverConn{srv: s, conn: c, peer: c.RemoteAddr().String(), w: bufio.NewWriterSize(c, 64<<10)}
+	return &serverConn{srv: s, conn: c, peer: c.RemoteAddr().String(), w: bufio.NewWriterSize(c, 64<<10),
+		copySlots: make(chan struct{}, copyDepth)}
 }
 
 func (c *serverConn) serve() {
@@ -362,25 +369,62 @@ func (c *serverConn) boundTo() string {
 	return c.volume
 }
 
+// readAhead is how many frames the reader may decode ahead of the
+// applier.
+const readAhead = 4
+
+// received is one frame read from the connection, or the error that ended
+// the stream.
+type received struct {
+	f   Frame
+	err error
+}
+
 // applyLoop applies frames in arrival order. The order matters: the
 // primary sends overlapping live writes and background copy data in the
 // order it wants them applied (I5), so nothing here reorders writes.
 //
-// Replies are buffered while more requests are already waiting, and
-// written in one go before the loop would block for input.
+// A reader goroutine decodes (and, over TLS, decrypts) the next frames
+// while this loop waits for the disk. Replies are buffered while more
+// requests are already waiting, and written in one go before the loop
+// would block for input.
 func (c *serverConn) applyLoop() {
-	for {
-		if !c.frameBuffered() {
-			c.flush()
+	frames := make(chan received, readAhead)
+	stop := make(chan struct{})
+	var reader sync.WaitGroup
+	reader.Add(1)
+	go func() {
+		defer reader.Done()
+		c.readLoop(frames, stop)
+	}()
+	defer func() {
+		// Unblock and wait for the reader, then return the budget of
+		// the frames it read that will not be applied.
+		close(stop)
+		c.copies.Wait()
+		c.wg.Wait()
+		c.conn.Close()
+		reader.Wait()
+		for r := range frames {
+			c.srv.budget.Release(int64(len(r.f.Payload)))
 		}
-		f, err := readFrame(c.reader, maxPayload, c.srv.budget.Acquire)
-		if err != nil {
-			c.srv.budget.Release(int64(len(f.Payload)))
-			c.readFailed(f, err)
+	}()
+	for {
+		var r received
+		select {
+		case r = <-frames:
+		default:
+			c.flush()
+			r = <-frames
+		}
+		if r.err != nil {
+			c.srv.budget.Release(int64(len(r.f.Payload)))
+			c.readFailed(r.f, r.err)
 			return
 		}
-		c.apply(&f)
-		c.srv.budget.Release(int64(len(f.Payload)))
+		if !c.apply(&r.f) {
+			c.srv.budget.Release(int64(len(r.f.Payload)))
+		}
 		if c.forbidden {
 			c.flush()
 			return
@@ -388,14 +432,23 @@ func (c *serverConn) applyLoop() {
 	}
 }
 
-// frameBuffered says whether a whole frame is already read ahead.
-func (c *serverConn) frameBuffered() bool {
-	n := c.reader.Buffered()
-	if n < headerSize {
-		return false
+// readLoop reads frames until the stream ends or stop closes, and closes
+// frames when it returns. The last item it sends carries the error that
+// ended the stream.
+func (c *serverConn) readLoop(frames chan<- received, stop <-chan struct{}) {
+	defer close(frames)
+	for {
+		f, err := readFrame(c.reader, maxPayload, c.srv.budget.Acquire)
+		select {
+		case frames <- received{f: f, err: err}:
+		case <-stop:
+			c.srv.budget.Release(int64(len(f.Payload)))
+			return
+		}
+		if err != nil {
+			return
+		}
 	}
-	h, _ := c.reader.Peek(headerSize)
-	return n >= headerSize+int(binary.BigEndian.Uint32(h[40:]))
 }
 
 func (c *serverConn) readFailed(f Frame, err error) {
@@ -414,19 +467,27 @@ func (c *serverConn) readFailed(f Frame, err error) {
 	}
 }
 
-func (c *serverConn) apply(f *Frame) {
+// apply applies one frame, or hands a copy write to copyAsync and returns
+// true: the frame's budget is then released when the write is done.
+func (c *serverConn) apply(f *Frame) (handedOff bool) {
 	if err := c.admit(f.Epoch); err != nil {
 		klog.InfoS("Refused replication frame from a peer that is not the primary at its epoch; closing",
 			"peer", c.peer, "volume", c.volume, "epoch", f.Epoch, "err", err)
 		c.forbidden = true
 		c.replyErr(*f, err)
-		return
+		return false
 	}
 	if err := validateRequest(f, c.replica.Size()); err != nil { // the replica may grow
 		klog.InfoS("Refused replication request", "peer", c.peer, "volume", c.volume, "op", f.Op, "err", err)
 		c.reply(*f, StatusBadRequest, nil)
-		return
+		return false
 	}
+	if f.Op == OpWrite && f.Flags&FlagCopy != 0 && blockstore.DirectAligned(f.Payload, int64(f.Offset)) {
+		c.copyAsync(*f)
+		return true
+	}
+	// Everything else sees the data of every copy write before it.
+	c.copies.Wait()
 	var payload []byte
 	err := c.replica.Apply(f.Epoch, func() error { return c.applyData(f, &payload) })
 	switch {
@@ -445,6 +506,61 @@ func (c *serverConn) apply(f *Frame) {
 	default:
 		c.finish(*f, f.Flags&FlagFUA != 0 || f.Op == OpFlush)
 	}
+	return false
+}
+
+// copyDepth is how many background copy writes a connection keeps in
+// flight to the disk.
+const copyDepth = 4
+
+// copyAsync writes a background copy frame straight to the disk, off the
+// apply loop, so the disk writes one chunk while the next is received;
+// up to copyDepth run at once. Order still holds: a copy write
+// overlapping one in flight waits for it, and every other frame waits for
+// all of them (apply), so a live write, a read, a checksum or a flush
+// never passes a copy write queued before it. The epoch is checked when
+// the write runs, as for any frame. The reply may overtake replies to
+// earlier frames; the primary matches replies by id.
+func (c *serverConn) copyAsync(f Frame) {
+	off, end := int64(f.Offset), int64(f.Offset)+int64(len(f.Payload))
+	c.cmu.Lock()
+	overlaps := false
+	for _, r := range c.inflight {
+		if off < r[1] && r[0] < end {
+			overlaps = true
+		}
+	}
+	c.cmu.Unlock()
+	if overlaps {
+		c.copies.Wait()
+	}
+	c.copySlots <- struct{}{}
+	c.cmu.Lock()
+	c.inflight = append(c.inflight, [2]int64{off, end})
+	c.cmu.Unlock()
+	c.copies.Add(1)
+	go func() {
+		defer c.copies.Done()
+		err := c.replica.Apply(f.Epoch, func() error { return c.replica.WriteAtDirect(f.Payload, off) })
+		c.cmu.Lock()
+		for i, r := range c.inflight {
+			if r[0] == off && r[1] == end {
+				c.inflight = append(c.inflight[:i], c.inflight[i+1:]...)
+				break
+			}
+		}
+		c.cmu.Unlock()
+		<-c.copySlots
+		c.srv.budget.Release(int64(len(f.Payload)))
+		recycleCopyBuffer(f.Payload)
+		if errors.Is(err, blockstore.ErrStaleEpoch) {
+			klog.V(2).InfoS("Refused copy with stale epoch", "peer", c.peer, "volume", c.volume, "epoch", f.Epoch)
+		}
+		c.replyErr(f, err)
+		// The apply loop may be waiting for input already: send the
+		// reply now, or the primary could wait for it forever.
+		c.flush()
+	}()
 }
 
 // applyData makes a request's change to the data. It runs under the
@@ -452,6 +568,11 @@ func (c *serverConn) apply(f *Frame) {
 func (c *serverConn) applyData(f *Frame, payload *[]byte) error {
 	switch f.Op {
 	case OpWrite:
+		if f.Flags&FlagCopy != 0 {
+			// A background copy writes each chunk once, in large
+			// aligned frames: past the page cache, straight to disk.
+			return c.replica.WriteAtDirect(f.Payload, int64(f.Offset))
+		}
 		return c.replica.WriteAt(f.Payload, int64(f.Offset))
 	case OpZero:
 		return c.replica.PunchHole(int64(f.Offset), int64(f.Length))

@@ -20,7 +20,7 @@ import (
 )
 
 // issueBundle returns a certificate of ca for req.
-func issueBundle(t *testing.T, ca *certs.CA, req certs.Request) *certs.Bundle {
+func issueBundle(t testing.TB, ca *certs.CA, req certs.Request) *certs.Bundle {
 	t.Helper()
 	leaf, err := ca.Issue(req)
 	if err != nil {
@@ -35,7 +35,7 @@ func issueBundle(t *testing.T, ca *certs.CA, req certs.Request) *certs.Bundle {
 
 // startTLSNode starts node id on ip, serving replication only to node
 // certificates of ca.
-func startTLSNode(t *testing.T, ca *certs.CA, id, ip string) *testNode {
+func startTLSNode(t testing.TB, ca *certs.CA, id, ip string) *testNode {
 	t.Helper()
 	bundle := issueBundle(t, ca, certs.Request{Role: certs.RoleNode, Name: id, IPs: []net.IP{net.ParseIP(ip)}})
 	n := &testNode{id: id, zone: "zone-" + id, dir: t.TempDir(), replicas: map[string]*blockstore.Replica{}}
@@ -52,7 +52,7 @@ func startTLSNode(t *testing.T, ca *certs.CA, id, ip string) *testNode {
 
 // nodeDialer dials replicas as node id, accepting only the node named
 // want at the other end.
-func nodeDialer(t *testing.T, ca *certs.CA, id, want string) Dialer {
+func nodeDialer(t testing.TB, ca *certs.CA, id, want string) Dialer {
 	b := issueBundle(t, ca, certs.Request{Role: certs.RoleNode, Name: id})
 	return &tls.Dialer{Config: b.ClientConfig(certs.AllowPeer(certs.Peer{Role: certs.RoleNode, Name: want}))}
 }

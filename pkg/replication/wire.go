@@ -7,6 +7,9 @@ import (
 	"hash/crc32"
 	"io"
 	"strings"
+	"sync"
+
+	"github.com/trireme-csi/trireme/pkg/blockstore"
 )
 
 // Wire format. Every frame, in both directions, is a fixed 48-byte header
@@ -220,7 +223,7 @@ func readFrame(r io.Reader, limit uint32, reserve func(int64)) (Frame, error) {
 		reserve(int64(n))
 	}
 	if n > 0 {
-		f.Payload = make([]byte, n)
+		f.Payload = payloadBuffer(f, int(n))
 		if _, err := io.ReadFull(r, f.Payload); err != nil {
 			return f, err
 		}
@@ -229,6 +232,44 @@ func readFrame(r io.Reader, limit uint32, reserve func(int64)) (Frame, error) {
 		return f, err
 	}
 	return f, nil
+}
+
+// copyBufferSize is the size of the pooled buffers copy data is read into:
+// the default copy chunk.
+const copyBufferSize = 1 << 20
+
+// copyBuffers recycles the aligned buffers of copy data, which would
+// otherwise cost an allocation and its zeroing per megabyte copied.
+var copyBuffers = sync.Pool{New: func() any {
+	b := blockstore.AlignedBuffer(copyBufferSize)
+	return &b
+}}
+
+// payloadBuffer returns the buffer a frame's payload is read into. Copy
+// data gets memory aligned for the replica's direct writes.
+func payloadBuffer(f Frame, n int) []byte {
+	if f.Op != OpWrite || f.Flags&FlagCopy == 0 || n%blockstore.DirectAlign != 0 {
+		return make([]byte, n)
+	}
+	return copyBuffer(n)
+}
+
+// copyBuffer returns a buffer of n bytes for copy data, from the pool
+// when it fits.
+func copyBuffer(n int) []byte {
+	if n > copyBufferSize {
+		return blockstore.AlignedBuffer(n)
+	}
+	return (*copyBuffers.Get().(*[]byte))[:n]
+}
+
+// recycleCopyBuffer returns a buffer of payloadBuffer to the pool once
+// nothing refers to it any more.
+func recycleCopyBuffer(b []byte) {
+	if cap(b) == copyBufferSize {
+		b = b[:copyBufferSize]
+		copyBuffers.Put(&b)
+	}
 }
 
 // validateRequest checks a decoded request against the volume size before
