@@ -85,14 +85,14 @@ bench: deps build
 CHAOS_SCHEDULES ?= 200
 .PHONY: chaos failover-figures
 chaos: deps build
-	CHAOS_SCHEDULES=$(CHAOS_SCHEDULES) TRIREME_BINARY=$(BIN)/trireme \
+	CHAOS_SCHEDULES=$(CHAOS_SCHEDULES) TRIREME_BINARY=$(abspath $(BIN))/trireme \
 		$(GO) test -count=1 -timeout 6h -run 'TestChaos$$' -v ./test/chaos
 
 # failover-figures measures failover, replacement, resync and rebuild
 # (FIGURE_RUNS runs each) and writes them into docs/failover.md.
 FIGURE_RUNS ?= 20
 failover-figures: deps build
-	TRIREME_FIGURES=$(CURDIR)/docs/failover.md FIGURE_RUNS=$(FIGURE_RUNS) TRIREME_BINARY=$(BIN)/trireme \
+	TRIREME_FIGURES=$(CURDIR)/docs/failover.md FIGURE_RUNS=$(FIGURE_RUNS) TRIREME_BINARY=$(abspath $(BIN))/trireme \
 		$(GO) test -count=1 -timeout 3h -run 'TestFigures$$' -v ./test/chaos
 
 generate:

@@ -42,6 +42,9 @@ func TestFigures(t *testing.T) {
 	t.Run("failover", func(t *testing.T) { f.failover(t, runs) })
 	t.Run("rebuild", func(t *testing.T) { f.rebuild(t, runs) })
 	t.Run("resync", func(t *testing.T) { f.resync(t, runs) })
+	if t.Failed() {
+		t.Fatalf("figures not written: a measurement failed")
+	}
 	section := f.markdown()
 	t.Log("\n" + section)
 	if out != "-" {
