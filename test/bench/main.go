@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"time"
 
 	"k8s.io/klog/v2"
@@ -75,7 +76,8 @@ func run(ctx context.Context, cfg config) error {
 
 	// Without TLS: fio's nbd engine cannot present a certificate (see the
 	// report).
-	cluster, err := localcluster.Start(ctx, localcluster.Options{Binary: cfg.trireme, Dir: cfg.dir, Insecure: true}, localcluster.ThreeZones)
+	specs := append(slices.Clone(localcluster.ThreeZones), spareNode)
+	cluster, err := localcluster.Start(ctx, localcluster.Options{Binary: cfg.trireme, Dir: cfg.dir, Insecure: true}, specs)
 	if err != nil {
 		return err
 	}
@@ -84,7 +86,8 @@ func run(ctx context.Context, cfg config) error {
 	if _, err := cluster.CreateVolume(ctx, "bench-r1", cfg.size, "node-a"); err != nil {
 		return err
 	}
-	if _, err := cluster.CreateVolume(ctx, "bench-r3", cfg.size, "node-a", "node-b", "node-c"); err != nil {
+	r3, err := cluster.CreateVolume(ctx, "bench-r3", cfg.size, "node-a", "node-b", "node-c")
+	if err != nil {
 		return err
 	}
 	mem := memorySample{label: "after start, two empty volumes"}
@@ -115,11 +118,15 @@ func run(ctx context.Context, cfg config) error {
 	}
 	after := memorySample{label: "after every job"}
 	after.read(primary.PID())
+	rebuilds, err := measureRebuild(ctx, cfg, cluster, r3)
+	if err != nil {
+		return err
+	}
 	large, err := writeLargeVolume(ctx, cfg, cluster)
 	if err != nil {
 		return err
 	}
-	return writeReport(cfg, results, []memorySample{mem, after, large})
+	return writeReport(cfg, results, rebuilds, []memorySample{mem, after, large})
 }
 
 // largeSize is the volume used to show that memory does not follow volume
