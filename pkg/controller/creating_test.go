@@ -59,7 +59,7 @@ func TestRepairLeavesAVolumeBeingCreatedAlone(t *testing.T) {
 	}
 }
 
-// okNode answers the calls a repair makes.
+// okNode answers the calls a repair and a delete make.
 type okNode struct{ apiv1.NodeClient }
 
 func (okNode) SetLayout(context.Context, *apiv1.SetLayoutRequest, ...grpc.CallOption) (*apiv1.SetLayoutResponse, error) {
@@ -68,6 +68,10 @@ func (okNode) SetLayout(context.Context, *apiv1.SetLayoutRequest, ...grpc.CallOp
 
 func (okNode) GetVolume(_ context.Context, req *apiv1.GetVolumeRequest, _ ...grpc.CallOption) (*apiv1.GetVolumeResponse, error) {
 	return &apiv1.GetVolumeResponse{Volume: &apiv1.Volume{VolumeId: req.GetVolumeId(), Epoch: 1}}, nil
+}
+
+func (okNode) DeleteReplica(context.Context, *apiv1.DeleteReplicaRequest, ...grpc.CallOption) (*apiv1.DeleteReplicaResponse, error) {
+	return &apiv1.DeleteReplicaResponse{}, nil
 }
 
 func (okNode) ListVolumes(context.Context, *apiv1.ListVolumesRequest, ...grpc.CallOption) (*apiv1.ListVolumesResponse, error) {

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"maps"
 	"slices"
+	"time"
 
 	"k8s.io/klog/v2"
 
@@ -347,11 +348,16 @@ func (c *Controller) isReady(id string) bool {
 	return c.ready[id]
 }
 
+// forget drops what this process remembers of a deleted volume, so that
+// the repair state does not grow with every volume ever created.
 func (c *Controller) forget(id string) {
 	c.mu.Lock()
+	defer c.mu.Unlock()
 	delete(c.ready, id)
 	delete(c.confirmedEpochs, id)
-	c.mu.Unlock()
+	maps.DeleteFunc(c.faultedAt, func(k replicaKey, _ time.Time) bool { return k.volume == id })
+	maps.DeleteFunc(c.resumedAt, func(k replicaKey, _ time.Time) bool { return k.volume == id })
+	maps.DeleteFunc(c.logged, func(k replicaKey, _ bool) bool { return k.volume == id })
 }
 
 // zonesOf describes where the replicas are, for logs.
