@@ -77,3 +77,49 @@ func (okNode) DeleteReplica(context.Context, *apiv1.DeleteReplicaRequest, ...grp
 func (okNode) ListVolumes(context.Context, *apiv1.ListVolumesRequest, ...grpc.CallOption) (*apiv1.ListVolumesResponse, error) {
 	return &apiv1.ListVolumesResponse{}, nil
 }
+
+// A volume waiting for an InSync replica to come back is logged once, not
+// every pass; once it is failed over the condition is over, and logged
+// again if it comes back.
+func TestNoPrimaryConditionIsLoggedAgainOnlyAfterItEnded(t *testing.T) {
+	st, err := bolt.Open(filepath.Join(t.TempDir(), "db"), bolt.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	c := New(Options{Store: st, Now: func() time.Time { return now },
+		DialNode: func(string, string) (apiv1.NodeClient, error) { return okNode{}, nil }})
+	defer c.Close()
+	ctx := context.Background()
+	v, err := st.CreateVolume(ctx, store.Volume{ID: "vol-1", Name: "pvc-1", Size: 4096,
+		Layout: replication.Layout{VolumeID: "vol-1", Size: 4096, Epoch: 1, Primary: "a",
+			Replicas: []replication.ReplicaInfo{{NodeID: "a", State: replication.InSync}, {NodeID: "b", State: replication.InSync}}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	now = now.Add(time.Hour) // neither a nor b registered: both dead
+	waiting := func() bool {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		return c.logged[replicaKey{"vol-1", "no-primary"}]
+	}
+	if err := c.repairVolume(ctx, v); err != nil {
+		t.Fatal(err)
+	}
+	if !waiting() {
+		t.Fatal("a volume with no live InSync replica was not reported as waiting")
+	}
+	if err := c.RegisterNode(ctx, Registration{NodeID: "b", DataAddress: "b:1", APIAddress: "b:2", NBDAddress: "b:3"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.repairVolume(ctx, v); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := st.GetVolume(ctx, v.ID); got.Layout.Primary != "b" {
+		t.Fatalf("primary %s, want b", got.Layout.Primary)
+	}
+	if waiting() {
+		t.Fatal("the failover did not end the waiting condition: it would never be logged again")
+	}
+}

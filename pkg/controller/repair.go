@@ -229,6 +229,7 @@ func (c *Controller) failover(ctx context.Context, v store.Volume, h health) err
 			"volume", v.ID, "primary", old, "replicas", statesOf(v.Layout))
 		return nil
 	}
+	c.resolved(v.ID, "no-primary")
 	next, err := store.BumpEpoch(ctx, c.store, v.ID, func(cur *store.Volume) error {
 		if cur.Layout.Primary != old {
 			return errNoChange
@@ -533,6 +534,7 @@ func (c *Controller) addReplica(ctx context.Context, v store.Volume, h health, w
 			"volume", v.ID, "replicas", statesOf(v.Layout))
 		return nil
 	}
+	c.resolved(v.ID, "no-room")
 	zone := n.Topology[topologyKey(v)]
 	next, err := store.BumpEpoch(ctx, c.store, v.ID, func(cur *store.Volume) error {
 		if replicaOf(&cur.Layout, n.NodeID) != nil || cur.Layout.Primary != v.Layout.Primary {
@@ -700,6 +702,14 @@ func (c *Controller) logOnce(volumeID, what, msg string, kv ...any) {
 	if !seen {
 		klog.InfoS(msg, kv...)
 	}
+}
+
+// resolved says a condition logOnce reported is over, so that it is
+// logged again if it comes back.
+func (c *Controller) resolved(volumeID, what string) {
+	c.mu.Lock()
+	delete(c.logged, replicaKey{volumeID, what})
+	c.mu.Unlock()
 }
 
 func (c *Controller) emit(v store.Volume, reason, msg string, warning bool) {
