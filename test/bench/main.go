@@ -25,6 +25,7 @@ func main() {
 	flag.Int64Var(&cfg.size, "size", 1<<30, "volume size in bytes")
 	flag.DurationVar(&cfg.runtime, "runtime", 10*time.Second, "measured time per job")
 	flag.DurationVar(&cfg.ramp, "ramp", 2*time.Second, "unmeasured warm-up per job")
+	flag.BoolVar(&cfg.rebuildOnly, "rebuild-only", false, "fill the 3-replica volume and measure only the rebuild; print it, write no report")
 	klog.InitFlags(nil)
 	flag.Parse()
 	if err := run(context.Background(), cfg); err != nil {
@@ -37,6 +38,7 @@ type config struct {
 	trireme, out, dir string
 	size              int64
 	runtime, ramp     time.Duration
+	rebuildOnly       bool
 
 	// measured 4 KiB pwrite rates of the disk, one thread
 	holeRate, overwriteRate float64
@@ -98,11 +100,24 @@ func run(ctx context.Context, cfg config) error {
 		{name: "Trireme, 1 replica", uri: primary.NBDURI("bench-r1")},
 		{name: "Trireme, 3 replicas", uri: primary.NBDURI("bench-r3")},
 	}
+	if cfg.rebuildOnly {
+		targets = targets[2:] // the volume the rebuild copies
+	}
 	for _, t := range targets {
 		fmt.Printf("filling %s (%d MiB)\n", t.name, cfg.size>>20)
 		if _, err := fio(cfg, t, fillJob); err != nil {
 			return err
 		}
+	}
+	if cfg.rebuildOnly {
+		rebuilds, err := measureRebuild(ctx, cfg, cluster, r3)
+		if err != nil {
+			return err
+		}
+		rebuild, disk := rebuildMedians(rebuilds)
+		fmt.Printf("rebuild %.0f MiB/s, disk %.0f MiB/s (medians of %d): %.0f%%\n",
+			rebuild/(1<<20), disk/(1<<20), len(rebuilds), 100*rebuild/disk)
+		return nil
 	}
 	var results []result
 	for _, j := range jobs {
