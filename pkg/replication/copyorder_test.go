@@ -125,3 +125,48 @@ func TestCopyWritesKeepTheirPlaceInTheStream(t *testing.T) {
 		t.Fatalf("checksum reply %x, want the final data's %x", sumReply, want)
 	}
 }
+
+// TestCopyWritesAcrossAnEpochRaiseAreNotRefused: a primary whose layout
+// changes in the middle of a copy stamps the next frames with the higher
+// epoch. The copy frames before the change were sent first and must be
+// applied first: a replica that let a later frame raise its epoch before
+// an earlier one is written would refuse that one as stale, and the
+// primary, taking itself for deposed, would stop serving.
+func TestCopyWritesAcrossAnEpochRaiseAreNotRefused(t *testing.T) {
+	const chunk, frames = 256 << 10, 48
+	n := startNode(t, "a", "zone-a", "127.0.0.1")
+	r := n.create(t, vol, chunk*frames)
+	c, rd := dialRaw(t, n)
+	if st := roundTrip(t, c, rd, hello(1)).Status; st != StatusOK {
+		t.Fatalf("hello status %d", st)
+	}
+	go func() {
+		for i := range frames {
+			p := blockstore.AlignedBuffer(chunk)
+			p[0] = byte(i + 1)
+			f := Frame{Op: OpWrite, Flags: FlagCopy, ID: uint64(10 + i), Epoch: uint64(1 + i/2),
+				Offset: uint64(i * chunk), Length: chunk, Payload: p}
+			if _, err := f.WriteTo(c); err != nil {
+				return
+			}
+		}
+	}()
+	for range frames {
+		f, err := ReadFrame(rd)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if f.Status != StatusOK {
+			t.Fatalf("copy frame %d refused with status %d (replica at epoch %d)", f.ID, f.Status, f.Epoch)
+		}
+	}
+	if got, want := r.Epoch(), uint64(frames/2); got != want {
+		t.Fatalf("replica epoch %d, want %d", got, want)
+	}
+	b := make([]byte, 1)
+	for i := range frames {
+		if err := r.ReadAt(b, int64(i*chunk)); err != nil || b[0] != byte(i+1) {
+			t.Fatalf("chunk %d: %v, first byte %d", i, err, b[0])
+		}
+	}
+}

@@ -269,6 +269,7 @@ type serverConn struct {
 	copySlots chan struct{}
 	cmu       sync.Mutex
 	inflight  [][2]int64 // their byte ranges, [start, end)
+	copyEpoch uint64     // the epoch of those frames (apply loop only)
 
 	// Kept by the server, under its lock.
 	ip      netip.Addr    // counted against MaxConnsPerIP
@@ -519,7 +520,8 @@ const copyDepth = 4
 // overlapping one in flight waits for it, and every other frame waits for
 // all of them (apply), so a live write, a read, a checksum or a flush
 // never passes a copy write queued before it. The epoch is checked when
-// the write runs, as for any frame. The reply may overtake replies to
+// the write runs, as for any frame, and copies of one epoch only run
+// together. The reply may overtake replies to
 // earlier frames; the primary matches replies by id.
 func (c *serverConn) copyAsync(f Frame) {
 	off, end := int64(f.Offset), int64(f.Offset)+int64(len(f.Payload))
@@ -531,9 +533,13 @@ func (c *serverConn) copyAsync(f Frame) {
 		}
 	}
 	c.cmu.Unlock()
-	if overlaps {
+	// A copy of another epoch waits too: the first frame of a higher
+	// epoch raises the replica's, and a copy still in flight from the
+	// epoch before would then be refused as stale.
+	if overlaps || f.Epoch != c.copyEpoch {
 		c.copies.Wait()
 	}
+	c.copyEpoch = f.Epoch
 	c.copySlots <- struct{}{}
 	c.cmu.Lock()
 	c.inflight = append(c.inflight, [2]int64{off, end})
@@ -568,11 +574,6 @@ func (c *serverConn) copyAsync(f Frame) {
 func (c *serverConn) applyData(f *Frame, payload *[]byte) error {
 	switch f.Op {
 	case OpWrite:
-		if f.Flags&FlagCopy != 0 {
-			// A background copy writes each chunk once, in large
-			// aligned frames: past the page cache, straight to disk.
-			return c.replica.WriteAtDirect(f.Payload, int64(f.Offset))
-		}
 		return c.replica.WriteAt(f.Payload, int64(f.Offset))
 	case OpZero:
 		return c.replica.PunchHole(int64(f.Offset), int64(f.Length))
