@@ -399,16 +399,19 @@ func (c *serverConn) applyLoop() {
 		c.readLoop(frames, stop)
 	}()
 	defer func() {
-		// Unblock and wait for the reader, then return the budget of
-		// the frames it read that will not be applied.
+		// Stop the reader and return the budget of the frames it read
+		// that will not be applied. The channel is drained until the
+		// reader closes it: a reader waiting in Acquire for budget that
+		// those very frames hold gets it, sees the connection closed
+		// and ends.
 		close(stop)
 		c.copies.Wait()
 		c.wg.Wait()
 		c.conn.Close()
-		reader.Wait()
 		for r := range frames {
 			c.srv.budget.Release(int64(len(r.f.Payload)))
 		}
+		reader.Wait()
 	}()
 	for {
 		var r received
@@ -468,8 +471,10 @@ func (c *serverConn) readFailed(f Frame, err error) {
 	}
 }
 
-// apply applies one frame, or hands a copy write to copyAsync and returns
-// true: the frame's budget is then released when the write is done.
+// apply applies one frame, or hands an aligned copy write to copyAsync
+// and returns true: the frame's budget is then released when the write is
+// done. (A copy with FUA, which the primary never sends, is applied here,
+// where the reply waits for fdatasync.)
 func (c *serverConn) apply(f *Frame) (handedOff bool) {
 	if err := c.admit(f.Epoch); err != nil {
 		klog.InfoS("Refused replication frame from a peer that is not the primary at its epoch; closing",
@@ -483,12 +488,11 @@ func (c *serverConn) apply(f *Frame) (handedOff bool) {
 		c.reply(*f, StatusBadRequest, nil)
 		return false
 	}
-	if f.Op == OpWrite && f.Flags&FlagCopy != 0 && blockstore.DirectAligned(f.Payload, int64(f.Offset)) {
+	if f.Op == OpWrite && f.Flags&(FlagCopy|FlagFUA) == FlagCopy && blockstore.DirectAligned(f.Payload, int64(f.Offset)) {
 		c.copyAsync(*f)
 		return true
 	}
-	// Everything else sees the data of every copy write before it.
-	c.copies.Wait()
+	c.waitCopiesBefore(f)
 	var payload []byte
 	err := c.replica.Apply(f.Epoch, func() error { return c.applyData(f, &payload) })
 	switch {
@@ -516,29 +520,14 @@ const copyDepth = 4
 
 // copyAsync writes a background copy frame straight to the disk, off the
 // apply loop, so the disk writes one chunk while the next is received;
-// up to copyDepth run at once. Order still holds: a copy write
-// overlapping one in flight waits for it, and every other frame waits for
-// all of them (apply), so a live write, a read, a checksum or a flush
-// never passes a copy write queued before it. The epoch is checked when
-// the write runs, as for any frame, and copies of one epoch only run
-// together. The reply may overtake replies to
-// earlier frames; the primary matches replies by id.
+// up to copyDepth run at once. Order still holds (see waitCopiesBefore):
+// no frame runs beside a copy write before it that it overlaps, or whose
+// epoch differs. The epoch is checked when the write runs, as for any
+// frame. The reply may overtake replies to earlier frames; the primary
+// matches replies by id.
 func (c *serverConn) copyAsync(f Frame) {
 	off, end := int64(f.Offset), int64(f.Offset)+int64(len(f.Payload))
-	c.cmu.Lock()
-	overlaps := false
-	for _, r := range c.inflight {
-		if off < r[1] && r[0] < end {
-			overlaps = true
-		}
-	}
-	c.cmu.Unlock()
-	// A copy of another epoch waits too: the first frame of a higher
-	// epoch raises the replica's, and a copy still in flight from the
-	// epoch before would then be refused as stale.
-	if overlaps || f.Epoch != c.copyEpoch {
-		c.copies.Wait()
-	}
+	c.waitCopiesBefore(&f)
 	c.copyEpoch = f.Epoch
 	c.copySlots <- struct{}{}
 	c.cmu.Lock()
@@ -567,6 +556,38 @@ func (c *serverConn) copyAsync(f Frame) {
 		// reply now, or the primary could wait for it forever.
 		c.flush()
 	}()
+}
+
+// waitCopiesBefore waits until the copy writes in flight are done, unless
+// f can run beside them: a frame of their epoch on a byte range none of
+// them touches (a copy, a live write without FUA, a zero, a read, a
+// checksum). Disjoint ranges commute, and copies are whole aligned blocks,
+// so no page is shared either. Anything else waits for every one: a flush
+// or FUA write must cover them, the end-of-copy marker must follow them,
+// and a frame of a higher epoch raises the replica's, after which a copy
+// of the epoch before would be refused as stale.
+func (c *serverConn) waitCopiesBefore(f *Frame) {
+	var off, n int64
+	switch {
+	case f.Op == OpWrite && f.Flags&FlagFUA == 0:
+		off, n = int64(f.Offset), int64(len(f.Payload))
+	case f.Op == OpZero, f.Op == OpRead, f.Op == OpChecksum:
+		off, n = int64(f.Offset), int64(f.Length)
+	default:
+		c.copies.Wait()
+		return
+	}
+	c.cmu.Lock()
+	clear := f.Epoch == c.copyEpoch || len(c.inflight) == 0
+	for _, r := range c.inflight {
+		if off < r[1] && r[0] < off+n {
+			clear = false
+		}
+	}
+	c.cmu.Unlock()
+	if !clear {
+		c.copies.Wait()
+	}
 }
 
 // applyData makes a request's change to the data. It runs under the

@@ -254,13 +254,19 @@ func payloadBuffer(f Frame, n int) []byte {
 	return copyBuffer(n)
 }
 
-// copyBuffer returns a buffer of n bytes for copy data, from the pool
-// when it fits.
+// copyBuffer returns a buffer of n bytes for copy data: from the pool
+// when n fills at least half a pooled buffer, so that memory budgeted by
+// payload size holds at most twice that; a small frame (a dirty-region
+// resync sends single 4 KiB grains) gets a buffer of its own size.
 func copyBuffer(n int) []byte {
-	if n > copyBufferSize {
+	switch {
+	case n > copyBufferSize:
 		return blockstore.AlignedBuffer(n)
+	case n > copyBufferSize/2:
+		return (*copyBuffers.Get().(*[]byte))[:n]
+	default:
+		return make([]byte, n)
 	}
-	return (*copyBuffers.Get().(*[]byte))[:n]
 }
 
 // recycleCopyBuffer returns a buffer of payloadBuffer to the pool once
