@@ -18,23 +18,10 @@ import (
 // even with its primary's node dead: the create makes the replicas and
 // hands out the layout, or rolls back.
 func TestRepairLeavesAVolumeBeingCreatedAlone(t *testing.T) {
-	st, err := bolt.Open(filepath.Join(t.TempDir(), "db"), bolt.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
-	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
-	c := New(Options{Store: st, Now: func() time.Time { return now },
-		DialNode: func(string, string) (apiv1.NodeClient, error) { return okNode{}, nil }})
-	defer c.Close()
+	c, st, now := newRepairController(t)
 	ctx := context.Background()
-	v, err := st.CreateVolume(ctx, store.Volume{ID: "vol-1", Name: "pvc-1", Size: 4096,
-		Layout: replication.Layout{VolumeID: "vol-1", Size: 4096, Epoch: 1, Primary: "a",
-			Replicas: []replication.ReplicaInfo{{NodeID: "a", State: replication.InSync}, {NodeID: "b", State: replication.InSync}}}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	now = now.Add(time.Hour) // a never registered: past the grace, dead
+	v := createTestVolume(t, st, "vol-1", "a", "b")
+	*now = now.Add(time.Hour) // a never registered: past the grace, dead
 	if err := c.RegisterNode(ctx, Registration{NodeID: "b", DataAddress: "b:1", APIAddress: "b:2", NBDAddress: "b:3"}); err != nil {
 		t.Fatal(err)
 	}
@@ -57,6 +44,38 @@ func TestRepairLeavesAVolumeBeingCreatedAlone(t *testing.T) {
 	if got, _ := st.GetVolume(ctx, v.ID); got.Layout.Primary != "b" {
 		t.Fatalf("after the create, primary %s, want b", got.Layout.Primary)
 	}
+}
+
+// newRepairController returns a controller over a new bolt store, whose
+// nodes answer every call (okNode) and whose clock stands still until the
+// test moves it.
+func newRepairController(t *testing.T) (*Controller, store.Store, *time.Time) {
+	t.Helper()
+	st, err := bolt.Open(filepath.Join(t.TempDir(), "db"), bolt.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	c := New(Options{Store: st, Now: func() time.Time { return now },
+		DialNode: func(string, string) (apiv1.NodeClient, error) { return okNode{}, nil }})
+	t.Cleanup(func() { c.Close() })
+	return c, st, &now
+}
+
+// createTestVolume stores a 4 KiB volume whose first node is primary and
+// every replica InSync.
+func createTestVolume(t *testing.T, st store.Store, id string, nodes ...string) store.Volume {
+	t.Helper()
+	l := replication.Layout{VolumeID: id, Size: 4096, Epoch: 1, Primary: nodes[0]}
+	for _, n := range nodes {
+		l.Replicas = append(l.Replicas, replication.ReplicaInfo{NodeID: n, State: replication.InSync})
+	}
+	v, err := st.CreateVolume(context.Background(), store.Volume{ID: id, Name: "pvc-" + id, Size: 4096, Layout: l})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return v
 }
 
 // okNode answers the calls a repair and a delete make.
@@ -82,23 +101,10 @@ func (okNode) ListVolumes(context.Context, *apiv1.ListVolumesRequest, ...grpc.Ca
 // every pass; once it is failed over the condition is over, and logged
 // again if it comes back.
 func TestNoPrimaryConditionIsLoggedAgainOnlyAfterItEnded(t *testing.T) {
-	st, err := bolt.Open(filepath.Join(t.TempDir(), "db"), bolt.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
-	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
-	c := New(Options{Store: st, Now: func() time.Time { return now },
-		DialNode: func(string, string) (apiv1.NodeClient, error) { return okNode{}, nil }})
-	defer c.Close()
+	c, st, now := newRepairController(t)
 	ctx := context.Background()
-	v, err := st.CreateVolume(ctx, store.Volume{ID: "vol-1", Name: "pvc-1", Size: 4096,
-		Layout: replication.Layout{VolumeID: "vol-1", Size: 4096, Epoch: 1, Primary: "a",
-			Replicas: []replication.ReplicaInfo{{NodeID: "a", State: replication.InSync}, {NodeID: "b", State: replication.InSync}}}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	now = now.Add(time.Hour) // neither a nor b registered: both dead
+	v := createTestVolume(t, st, "vol-1", "a", "b")
+	*now = now.Add(time.Hour) // neither a nor b registered: both dead
 	waiting := func() bool {
 		c.mu.Lock()
 		defer c.mu.Unlock()

@@ -2,27 +2,15 @@ package controller
 
 import (
 	"context"
-	"path/filepath"
 	"testing"
 	"time"
-
-	apiv1 "github.com/trireme-csi/trireme/pkg/api/v1"
-	"github.com/trireme-csi/trireme/pkg/replication"
-	"github.com/trireme-csi/trireme/pkg/store"
-	"github.com/trireme-csi/trireme/pkg/store/bolt"
 )
 
 // A deleted volume leaves nothing in the controller's repair state, and
 // another volume's state stays: over months of volumes created and
 // deleted, that state would otherwise only grow.
 func TestDeleteVolumeForgetsItsRepairState(t *testing.T) {
-	st, err := bolt.Open(filepath.Join(t.TempDir(), "db"), bolt.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
-	c := New(Options{Store: st, DialNode: func(string, string) (apiv1.NodeClient, error) { return okNode{}, nil }})
-	defer c.Close()
+	c, st, _ := newRepairController(t)
 	ctx := context.Background()
 	// Registered first: a registration drops the confirmations of the
 	// volumes the node is primary of.
@@ -30,11 +18,7 @@ func TestDeleteVolumeForgetsItsRepairState(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, id := range []string{"vol-1", "vol-2"} {
-		if _, err := st.CreateVolume(ctx, store.Volume{ID: id, Name: "pvc-" + id, Size: 4096,
-			Layout: replication.Layout{VolumeID: id, Size: 4096, Epoch: 1, Primary: "a",
-				Replicas: []replication.ReplicaInfo{{NodeID: "a", State: replication.InSync}}}}); err != nil {
-			t.Fatal(err)
-		}
+		createTestVolume(t, st, id, "a")
 		c.markReady(id)
 		c.mu.Lock()
 		c.confirmedEpochs[id] = confirmation{epoch: 1, primary: "a"}
