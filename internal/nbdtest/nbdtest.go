@@ -36,15 +36,22 @@ func Serve(t testing.TB, id string, size int64) *Volume {
 	t.Cleanup(func() { f.Close() })
 	v := &Volume{ID: id, f: f}
 	v.SetSize(t, size)
+	v.Addr = Listen(t, v)
+	return v
+}
+
+// Listen serves exports over plain NBD on a new port of 127.0.0.1 until
+// the test ends, and returns its host:port.
+func Listen(t testing.TB, exports nbd.Exports) string {
+	t.Helper()
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := nbd.NewServer(v, nbd.Options{})
+	srv := nbd.NewServer(exports, nbd.Options{})
 	go srv.Serve(lis)
 	t.Cleanup(func() { srv.Close() })
-	v.Addr = lis.Addr().String()
-	return v
+	return lis.Addr().String()
 }
 
 // SetSize makes the export size bytes long: the file grows when needed,

@@ -6,7 +6,6 @@ import (
 	"bytes"
 	"context"
 	"errors"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -18,6 +17,7 @@ import (
 	csipb "github.com/container-storage-interface/spec/lib/go/csi"
 	"golang.org/x/sys/unix"
 
+	"github.com/trireme-csi/trireme/internal/nbdtest"
 	"github.com/trireme-csi/trireme/pkg/blockstore"
 	"github.com/trireme-csi/trireme/pkg/frontend"
 	"github.com/trireme-csi/trireme/pkg/nbd"
@@ -59,14 +59,7 @@ func serveVolume(t *testing.T, id string, size int64) *servedVolume {
 	}
 	t.Cleanup(func() { p.Close() })
 	v := &servedVolume{id: id, replica: replica, primary: p}
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := nbd.NewServer(v, nbd.Options{})
-	go srv.Serve(lis)
-	t.Cleanup(func() { srv.Close() })
-	v.addr = lis.Addr().String()
+	v.addr = nbdtest.Listen(t, v)
 	return v
 }
 
