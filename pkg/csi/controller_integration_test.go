@@ -55,6 +55,22 @@ type ctrlCluster struct {
 	cluster *localcluster.Cluster
 }
 
+// adminRegistry dials the controller's API with the admin certificate,
+// until the test ends.
+func (lc *ctrlCluster) adminRegistry(t *testing.T) *api.RegistryClient {
+	t.Helper()
+	asAdmin, err := lc.tls.DialOption(localcluster.AdminPeer, certs.RoleController)
+	if err != nil {
+		t.Fatal(err)
+	}
+	reg, err := api.DialRegistry(lc.apiAddr, asAdmin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { reg.Close() })
+	return reg
+}
+
 func startCtrlCluster(t *testing.T) *ctrlCluster {
 	t.Helper()
 	dir := t.TempDir()
@@ -270,15 +286,7 @@ func TestControllerWithNodeAgents(t *testing.T) {
 			t.Errorf("in-sync replicas differ: %v, %v", sums, err)
 		}
 
-		asAdmin, err := lc.tls.DialOption(localcluster.AdminPeer, certs.RoleController)
-		if err != nil {
-			t.Fatal(err)
-		}
-		reg, err := api.DialRegistry(lc.apiAddr, asAdmin)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer reg.Close()
+		reg := lc.adminRegistry(t)
 		loc, err := reg.LocateVolume(context.Background(), &apiv1.LocateVolumeRequest{VolumeId: id})
 		if err != nil || loc.GetPrimaryNbdAddress() != lc.cluster.Node("node-a").NBDAddress || loc.GetLayout().GetEpoch() != 2 {
 			t.Errorf("LocateVolume = %v, %v; want node-a's NBD address at epoch 2", loc, err)

@@ -6,7 +6,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/trireme-csi/trireme/pkg/api"
 	apiv1 "github.com/trireme-csi/trireme/pkg/api/v1"
 	"github.com/trireme-csi/trireme/pkg/certs"
 	"github.com/trireme-csi/trireme/pkg/frontend/nbdclient"
@@ -25,19 +24,11 @@ func TestPrimaryKilledDuringWritesFailsOver(t *testing.T) {
 	go lc.ctrl.Run(ctx)
 
 	id, l := lc.create(t, "pvc-failover", "zone-a")
-	asAdmin, err := lc.tls.DialOption(localcluster.AdminPeer, certs.RoleController)
-	if err != nil {
-		t.Fatal(err)
-	}
-	reg, err := api.DialRegistry(lc.apiAddr, asAdmin)
-	if err != nil {
-		t.Fatal(err)
-	}
+	reg := lc.adminRegistry(t)
 	admin, err := lc.tls.Bundle(localcluster.AdminPeer)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer reg.Close()
 	locate := func(ctx context.Context) (string, error) {
 		resp, err := reg.LocateVolume(ctx, &apiv1.LocateVolumeRequest{VolumeId: id})
 		return resp.GetPrimaryNbdAddress(), err
