@@ -245,8 +245,9 @@ var copyBuffers = sync.Pool{New: func() any {
 	return &b
 }}
 
-// payloadBuffer returns the buffer a frame's payload is read into. Copy
-// data gets memory aligned for the replica's direct writes.
+// payloadBuffer returns the buffer a frame's payload is read into: copy
+// data gets copyBuffer's, aligned for the replica's direct writes when it
+// is large.
 func payloadBuffer(f Frame, n int) []byte {
 	if f.Op != OpWrite || f.Flags&FlagCopy == 0 || n%blockstore.DirectAlign != 0 {
 		return make([]byte, n)
@@ -269,7 +270,7 @@ func copyBuffer(n int) []byte {
 	}
 }
 
-// recycleCopyBuffer returns a buffer of payloadBuffer to the pool once
+// recycleCopyBuffer returns a pooled buffer of copyBuffer to the pool once
 // nothing refers to it any more.
 func recycleCopyBuffer(b []byte) {
 	if cap(b) == copyBufferSize {
