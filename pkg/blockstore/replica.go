@@ -202,13 +202,21 @@ func (r *Replica) Epoch() uint64 {
 // shared lock, so once ObserveEpoch has raised the epoch no request of an
 // older epoch can still change the data.
 func (r *Replica) Apply(epoch uint64, fn func() error) error {
+	if err := r.holdEpoch(epoch); err != nil {
+		return err
+	}
+	defer r.mu.RUnlock()
+	return fn()
+}
+
+// holdEpoch returns with the metadata lock held shared and the replica at
+// epoch, raising it first if epoch is higher, or refuses a stale epoch.
+func (r *Replica) holdEpoch(epoch uint64) error {
 	for {
 		r.mu.RLock()
 		cur := r.meta.Epoch
 		if epoch == cur {
-			err := fn()
-			r.mu.RUnlock()
-			return err
+			return nil
 		}
 		r.mu.RUnlock()
 		if epoch < cur {
@@ -284,6 +292,11 @@ func (r *Replica) WriteAtDirect(p []byte, off int64) error {
 	if err := r.check(off, int64(len(p))); err != nil {
 		return err
 	}
+	return r.writeDirect(p, off)
+}
+
+// writeDirect is WriteAtDirect past its range check.
+func (r *Replica) writeDirect(p []byte, off int64) error {
 	if DirectAligned(p, off) {
 		if f := r.directFile(); f != nil {
 			_, err := f.WriteAt(p, off)
