@@ -264,9 +264,12 @@ type serverConn struct {
 
 	wg sync.WaitGroup // durability requests running off the apply loop
 
-	// Background copy writes running off the apply loop (copyAsync).
+	// Background copy writes and checksums running off the apply loop
+	// (runAsync), and the writer of the copies, made at the first.
 	copies    sync.WaitGroup
 	copySlots chan struct{}
+	sumSlots  chan struct{}
+	writer    *blockstore.DirectWriter
 	cmu       sync.Mutex
 	inflight  [][2]int64 // their byte ranges, [start, end)
 	copyEpoch uint64     // the epoch of those frames (apply loop only)
@@ -278,7 +281,7 @@ type serverConn struct {
 
 func newServerConn(s *Server, c net.Conn) *serverConn {
 	return &serverConn{srv: s, conn: c, peer: c.RemoteAddr().String(), w: bufio.NewWriterSize(c, 64<<10),
-		copySlots: make(chan struct{}, copyDepth)}
+		copySlots: make(chan struct{}, copyDepth), sumSlots: make(chan struct{}, checksumDepth)}
 }
 
 func (c *serverConn) serve() {
@@ -406,6 +409,9 @@ func (c *serverConn) applyLoop() {
 		// and ends.
 		close(stop)
 		c.copies.Wait()
+		if c.writer != nil {
+			c.writer.Close()
+		}
 		c.wg.Wait()
 		c.conn.Close()
 		for r := range frames {
@@ -492,6 +498,10 @@ func (c *serverConn) apply(f *Frame) (handedOff bool) {
 		c.copyAsync(*f)
 		return true
 	}
+	if f.Op == OpChecksum {
+		c.checksumAsync(*f)
+		return false
+	}
 	c.waitCopiesBefore(f)
 	var payload []byte
 	err := c.replica.Apply(f.Epoch, func() error { return c.applyData(f, &payload) })
@@ -515,28 +525,67 @@ func (c *serverConn) apply(f *Frame) (handedOff bool) {
 }
 
 // copyDepth is how many background copy writes a connection keeps in
-// flight to the disk.
-const copyDepth = 4
+// flight to the disk, and checksumDepth how many checksums it computes
+// beside them.
+const (
+	copyDepth     = 8
+	checksumDepth = 4
+)
 
 // copyAsync writes a background copy frame straight to the disk, off the
-// apply loop, so the disk writes one chunk while the next is received;
-// up to copyDepth run at once. Order still holds (see waitCopiesBefore):
-// no frame runs beside a copy write before it that it overlaps, or whose
-// epoch differs. The epoch is checked when the write runs, as for any
-// frame. The reply may overtake replies to earlier frames; the primary
-// matches replies by id.
+// apply loop, so the disk writes some chunks while the next are received;
+// up to copyDepth are at the disk at once. The frame's budget is released
+// when the write is done.
 func (c *serverConn) copyAsync(f Frame) {
-	off, end := int64(f.Offset), int64(f.Offset)+int64(len(f.Payload))
-	c.waitCopiesBefore(&f)
+	c.runAsync(&f, c.copySlots, func(finished func(error)) {
+		if c.writer == nil {
+			c.writer = c.replica.NewDirectWriter(copyDepth)
+		}
+		c.writer.WriteAt(f.Epoch, f.Payload, int64(f.Offset), func(err error) {
+			c.srv.budget.Release(int64(len(f.Payload)))
+			recycleCopyBuffer(f.Payload)
+			c.replyErr(f, err)
+			finished(err)
+		})
+	})
+}
+
+// checksumAsync answers a checksum request off the apply loop. A resync
+// asks for the checksum of every chunk while it copies others; on a
+// filesystem that locks the file during a direct write into a hole (ext4
+// does), finding the chunk's data waits for that write, and the apply
+// loop would wait with it instead of handing the disk the next copy.
+func (c *serverConn) checksumAsync(f Frame) {
+	c.runAsync(&f, c.sumSlots, func(finished func(error)) {
+		go func() {
+			var payload []byte
+			err := c.replica.Apply(f.Epoch, func() error { return c.applyData(&f, &payload) })
+			c.replyErr(f, err, payload...)
+			finished(err)
+		}()
+	})
+}
+
+// runAsync starts a frame's work off the apply loop, holding one of slots
+// until the work calls finished, after its reply. Order still holds (see
+// waitCopiesBefore): no frame runs beside an asynchronous one before it
+// that it overlaps, or whose epoch differs. The epoch is checked when the
+// work runs, as for any frame. The reply may overtake replies to earlier
+// frames; the primary matches replies by id. A copy with FUA, which the
+// primary never sends, is applied on the loop, where the reply waits for
+// fdatasync.
+func (c *serverConn) runAsync(f *Frame, slots chan struct{}, start func(finished func(error))) {
+	off, end := int64(f.Offset), int64(f.Offset)+int64(f.Length)
+	c.waitCopiesBefore(f)
 	c.copyEpoch = f.Epoch
-	c.copySlots <- struct{}{}
+	slots <- struct{}{}
 	c.cmu.Lock()
 	c.inflight = append(c.inflight, [2]int64{off, end})
 	c.cmu.Unlock()
 	c.copies.Add(1)
-	go func() {
+	epoch, op := f.Epoch, f.Op
+	start(func(err error) {
 		defer c.copies.Done()
-		err := c.replica.Apply(f.Epoch, func() error { return c.replica.WriteAtDirect(f.Payload, off) })
 		c.cmu.Lock()
 		for i, r := range c.inflight {
 			if r[0] == off && r[1] == end {
@@ -545,17 +594,14 @@ func (c *serverConn) copyAsync(f Frame) {
 			}
 		}
 		c.cmu.Unlock()
-		<-c.copySlots
-		c.srv.budget.Release(int64(len(f.Payload)))
-		recycleCopyBuffer(f.Payload)
+		<-slots
 		if errors.Is(err, blockstore.ErrStaleEpoch) {
-			klog.V(2).InfoS("Refused copy with stale epoch", "peer", c.peer, "volume", c.volume, "epoch", f.Epoch)
+			klog.V(2).InfoS("Refused request with stale epoch", "peer", c.peer, "volume", c.volume, "op", op, "epoch", epoch)
 		}
-		c.replyErr(f, err)
 		// The apply loop may be waiting for input already: send the
 		// reply now, or the primary could wait for it forever.
 		c.flush()
-	}()
+	})
 }
 
 // waitCopiesBefore waits until the copy writes in flight are done, unless
