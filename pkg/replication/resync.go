@@ -215,11 +215,13 @@ func (l *link) copyChunkLocked(off, n int64, tokens chan struct{}) error {
 	f := Frame{Op: OpZero, Flags: FlagCopy, Offset: uint64(off), Length: uint32(n)}
 	if dataStart, _, err := p.store.NextData(off); err != nil || dataStart < off+n {
 		buf := copyBuffer(int(n))
-		if err := p.store.ReadAt(buf, off); err != nil {
+		sum, err := readSummed(p.store.ReadAt, buf, off)
+		if err != nil {
 			<-tokens
 			return err
 		}
-		f = Frame{Op: OpWrite, Flags: FlagCopy, Offset: uint64(off), Length: uint32(n), Payload: buf}
+		f = Frame{Op: OpWrite, Flags: FlagCopy, Offset: uint64(off), Length: uint32(n), Payload: buf,
+			payloadSum: sum, hasPayloadSum: true}
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()

@@ -133,6 +133,11 @@ type Frame struct {
 	Length  uint32
 	Status  Status
 	Payload []byte
+
+	// payloadSum, when hasPayloadSum is set, is the CRC-32C of Payload,
+	// computed by whoever filled it (see readSummed).
+	payloadSum    uint32
+	hasPayloadSum bool
 }
 
 func (f *Frame) putHeader(h []byte) {
@@ -146,7 +151,12 @@ func (f *Frame) putHeader(h []byte) {
 	binary.BigEndian.PutUint32(h[32:], f.Length)
 	binary.BigEndian.PutUint32(h[36:], uint32(f.Status))
 	binary.BigEndian.PutUint32(h[40:], uint32(len(f.Payload)))
-	crc := crc32.Update(crc32.Checksum(h[:44], crcTable), crcTable, f.Payload)
+	crc := crc32.Checksum(h[:44], crcTable)
+	if f.hasPayloadSum {
+		crc = crcCombine(crc, f.payloadSum, len(f.Payload))
+	} else {
+		crc = crc32.Update(crc, crcTable, f.Payload)
+	}
 	binary.BigEndian.PutUint32(h[44:], crc)
 }
 
