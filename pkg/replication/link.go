@@ -46,6 +46,13 @@ type link struct {
 	// union is what the replica may not hold durably.
 	unflushed *regionSet
 	flushing  []flushed
+	// fullCopy says the link is copying to a Syncing replica, a copy that
+	// ends with the end-of-copy marker, itself a flush. Until the marker
+	// is acknowledged the replica is not trackable (trackableLocked), and
+	// after that every copy frame is durable: copy frames need no record
+	// in unflushed. (The copies that verify an InSync replica do: it is
+	// trusted once they are acknowledged, before any flush.)
+	fullCopy bool
 
 	syncedBytes atomic.Int64 // resync progress: bytes compared or copied
 	syncTotal   atomic.Int64 // bytes the resync covers
@@ -93,7 +100,9 @@ func (l *link) enqueueLocked(f Frame, pd *pending) {
 	pd.sent = time.Now()
 	switch f.Op {
 	case OpWrite, OpZero:
-		l.unflushed.add(int64(f.Offset), int64(f.Length))
+		if f.Flags&FlagCopy == 0 || !l.fullCopy {
+			l.unflushed.add(int64(f.Offset), int64(f.Length))
+		}
 	case OpFlush, OpSyncDone:
 		l.flushing = append(l.flushing, flushed{id: f.ID, regions: l.unflushed})
 		l.unflushed = newRegionSet()
@@ -127,6 +136,7 @@ func (l *link) run() {
 		return
 	}
 	l.conn = conn
+	l.fullCopy = syncing
 	l.p.mu.Unlock()
 
 	l.p.wg.Add(3)
