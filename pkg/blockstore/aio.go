@@ -44,8 +44,8 @@ type aioEvent struct {
 const aioCmdPwrite = 1
 
 // aioUsable says whether this machine's struct iocb has the layout of
-// aioIocb.
-var aioUsable = binary.NativeEndian.Uint16([]byte{1, 0}) == 1 && unsafe.Sizeof(aioIocb{}) == 64
+// aioIocb: the order of its key and flags fields follows the byte order.
+var aioUsable = binary.NativeEndian.Uint16([]byte{1, 0}) == 1
 
 func aioSetup(events int) (uint64, error) {
 	var ctx uint64
@@ -85,6 +85,17 @@ func aioGetEvents(ctx uint64, events []aioEvent) (int, error) {
 	}
 }
 
+// aioUsableContext says whether completions can be collected from ctx: a
+// sandbox may allow io_setup and io_submit but refuse io_getevents, and
+// writes whose completions cannot be collected must never be submitted.
+func aioUsableContext(ctx uint64) bool {
+	var none unix.Timespec
+	var ev [1]aioEvent
+	_, _, e := unix.Syscall6(unix.SYS_IO_GETEVENTS, uintptr(ctx), 0, 1,
+		uintptr(unsafe.Pointer(&ev[0])), uintptr(unsafe.Pointer(&none)), 0)
+	return e == 0
+}
+
 func aioDestroy(ctx uint64) {
 	unix.Syscall(unix.SYS_IO_DESTROY, uintptr(ctx), 0, 0)
 }
@@ -110,6 +121,7 @@ type DirectWriter struct {
 	pending map[uint64]*directWrite
 	nextID  uint64
 	reaping bool // a goroutine waits for completions
+	broken  bool // completions could not be collected: the context is gone
 }
 
 type directWrite struct {
@@ -124,7 +136,11 @@ func (r *Replica) NewDirectWriter(depth int) *DirectWriter {
 	w := &DirectWriter{r: r, pending: map[uint64]*directWrite{}}
 	if aioUsable {
 		if ctx, err := aioSetup(max(depth, 1)); err == nil {
-			w.ctx = ctx
+			if aioUsableContext(ctx) {
+				w.ctx = ctx
+			} else {
+				aioDestroy(ctx)
+			}
 		}
 	}
 	return w
@@ -174,6 +190,9 @@ func (w *DirectWriter) submit(p []byte, off int64, done func(error)) bool {
 	}
 	w.mu.Lock()
 	defer w.mu.Unlock()
+	if w.broken {
+		return false
+	}
 	w.nextID++
 	id := w.nextID
 	var submitted error
@@ -205,9 +224,14 @@ func (w *DirectWriter) reap(ctx uint64) {
 		n, err := aioGetEvents(ctx, events)
 		w.mu.Lock()
 		if err != nil {
-			// The context is unusable: nothing more will complete
-			// through it. Cannot happen while writes are pending on a
-			// live context; fail them rather than hang.
+			// Completions cannot be collected (the probe in
+			// NewDirectWriter makes this unexpected). The kernel may
+			// still be writing from the pending buffers: destroying
+			// the context waits for every request, and only then may
+			// their epoch and buffers go. They are reported failed,
+			// though some may have been written.
+			aioDestroy(ctx)
+			w.broken = true
 			for id, dw := range w.pending {
 				delete(w.pending, id)
 				go dw.done(fmt.Errorf("asynchronous write at %d: %w", dw.off, err))
@@ -257,8 +281,11 @@ func (w *DirectWriter) complete(dw *directWrite, res int64) {
 // used afterwards.
 func (w *DirectWriter) Close() {
 	w.wg.Wait()
-	if w.ctx != 0 {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.ctx != 0 && !w.broken {
 		// No write is pending, so no reaper waits in the context.
 		aioDestroy(w.ctx)
+		w.broken = true
 	}
 }

@@ -571,9 +571,7 @@ func (c *serverConn) checksumAsync(f Frame) {
 // waitCopiesBefore): no frame runs beside an asynchronous one before it
 // that it overlaps, or whose epoch differs. The epoch is checked when the
 // work runs, as for any frame. The reply may overtake replies to earlier
-// frames; the primary matches replies by id. A copy with FUA, which the
-// primary never sends, is applied on the loop, where the reply waits for
-// fdatasync.
+// frames; the primary matches replies by id.
 func (c *serverConn) runAsync(f *Frame, slots chan struct{}, start func(finished func(error))) {
 	off, end := int64(f.Offset), int64(f.Offset)+int64(f.Length)
 	c.waitCopiesBefore(f)

@@ -135,7 +135,8 @@ type Frame struct {
 	Payload []byte
 
 	// payloadSum, when hasPayloadSum is set, is the CRC-32C of Payload,
-	// computed by whoever filled it (see readSummed).
+	// computed by whoever filled it (see readSummed). Whatever changes
+	// Payload afterwards must clear hasPayloadSum.
 	payloadSum    uint32
 	hasPayloadSum bool
 }
