@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"time"
 
 	"k8s.io/klog/v2"
@@ -26,6 +27,7 @@ func main() {
 	flag.DurationVar(&cfg.runtime, "runtime", 10*time.Second, "measured time per job")
 	flag.DurationVar(&cfg.ramp, "ramp", 2*time.Second, "unmeasured warm-up per job")
 	flag.BoolVar(&cfg.rebuildOnly, "rebuild-only", false, "fill the 3-replica volume and measure only the rebuild; print it, write no report")
+	flag.StringVar(&cfg.only, "job", "", "run only the jobs whose name contains this, on every export; print them, write no report")
 	klog.InitFlags(nil)
 	flag.Parse()
 	if err := run(context.Background(), cfg); err != nil {
@@ -39,6 +41,7 @@ type config struct {
 	size              int64
 	runtime, ramp     time.Duration
 	rebuildOnly       bool
+	only              string // run only the jobs whose name contains it
 
 	// measured 4 KiB pwrite rates of the disk, one thread
 	holeRate, overwriteRate float64
@@ -121,6 +124,9 @@ func run(ctx context.Context, cfg config) error {
 	}
 	var results []result
 	for _, j := range jobs {
+		if !strings.Contains(j.name, cfg.only) {
+			continue
+		}
 		for _, t := range targets {
 			fmt.Printf("%-26s %-22s ", j.name, t.name)
 			r, err := fio(cfg, t, j)
@@ -130,6 +136,12 @@ func run(ctx context.Context, cfg config) error {
 			fmt.Printf("%9.0f IOPS %8.1f MiB/s  p99 %s\n", r.iops, r.mibps, r.p99)
 			results = append(results, r)
 		}
+	}
+	if cfg.only != "" {
+		if len(results) == 0 {
+			return fmt.Errorf("no job's name contains %q", cfg.only)
+		}
+		return nil
 	}
 	after := memorySample{label: "after every job"}
 	after.read(primary.PID())
