@@ -71,10 +71,12 @@ func aioSubmit(ctx uint64, cb *aioIocb) error {
 	}
 }
 
-func aioGetEvents(ctx uint64, events []aioEvent) (int, error) {
+// aioGetEvents collects between minNr and len(events) completions, waiting
+// at most timeout for them (nil: as long as it takes).
+func aioGetEvents(ctx uint64, minNr int, events []aioEvent, timeout *unix.Timespec) (int, error) {
 	for {
-		n, _, e := unix.Syscall6(unix.SYS_IO_GETEVENTS, uintptr(ctx), 1, uintptr(len(events)),
-			uintptr(unsafe.Pointer(&events[0])), 0, 0)
+		n, _, e := unix.Syscall6(unix.SYS_IO_GETEVENTS, uintptr(ctx), uintptr(minNr), uintptr(len(events)),
+			uintptr(unsafe.Pointer(&events[0])), uintptr(unsafe.Pointer(timeout)), 0)
 		if e == unix.EINTR {
 			continue
 		}
@@ -89,11 +91,8 @@ func aioGetEvents(ctx uint64, events []aioEvent) (int, error) {
 // sandbox may allow io_setup and io_submit but refuse io_getevents, and
 // writes whose completions cannot be collected must never be submitted.
 func aioUsableContext(ctx uint64) bool {
-	var none unix.Timespec
-	var ev [1]aioEvent
-	_, _, e := unix.Syscall6(unix.SYS_IO_GETEVENTS, uintptr(ctx), 0, 1,
-		uintptr(unsafe.Pointer(&ev[0])), uintptr(unsafe.Pointer(&none)), 0)
-	return e == 0
+	_, err := aioGetEvents(ctx, 0, make([]aioEvent, 1), &unix.Timespec{})
+	return err == nil
 }
 
 func aioDestroy(ctx uint64) {
@@ -221,7 +220,7 @@ func (w *DirectWriter) submit(p []byte, off int64, done func(error)) bool {
 func (w *DirectWriter) reap(ctx uint64) {
 	events := make([]aioEvent, 16)
 	for {
-		n, err := aioGetEvents(ctx, events)
+		n, err := aioGetEvents(ctx, 1, events, nil)
 		w.mu.Lock()
 		if err != nil {
 			// Completions cannot be collected (the probe in

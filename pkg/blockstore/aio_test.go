@@ -79,7 +79,7 @@ func TestDirectWriterWritesLandWhereTheySay(t *testing.T) {
 	if err := r.ReadAt(got, 0); err != nil {
 		t.Fatal(err)
 	}
-	if i := firstDiff(got, model); i >= 0 {
+	if i := firstDifference(got, model); i >= 0 {
 		t.Fatalf("data differs from the model at byte %d", i)
 	}
 }
@@ -132,7 +132,7 @@ func TestDirectWriterHoldsTheEpochUntilItsWritesAreDone(t *testing.T) {
 	if err := r.ReadAt(atRaise, 0); err != nil {
 		t.Fatal(err)
 	}
-	if i := firstDiff(atRaise, model); i >= 0 {
+	if i := firstDifference(atRaise, model); i >= 0 {
 		t.Fatalf("epoch 2 observed while a write of epoch 1 was not on the disk: byte %d differs", i)
 	}
 	wg.Wait()
@@ -146,7 +146,7 @@ func TestDirectWriterHoldsTheEpochUntilItsWritesAreDone(t *testing.T) {
 	if err := r.ReadAt(after, 0); err != nil {
 		t.Fatal(err)
 	}
-	if i := firstDiff(after, model); i >= 0 {
+	if i := firstDifference(after, model); i >= 0 {
 		t.Fatalf("data changed after the raise at byte %d", i)
 	}
 }
@@ -160,16 +160,4 @@ func TestDirectWriterRefusesWritesOutsideTheVolume(t *testing.T) {
 	if err := <-got; !errors.Is(err, ErrOutOfRange) {
 		t.Fatalf("write past the end: %v, want ErrOutOfRange", err)
 	}
-}
-
-func firstDiff(a, b []byte) int {
-	if bytes.Equal(a, b) {
-		return -1
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return i
-		}
-	}
-	return len(a)
 }
